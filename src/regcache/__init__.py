@@ -1,0 +1,3 @@
+"""regcache: a caching proxy for container images."""
+
+__version__ = "0.1.0"
