@@ -1,0 +1,191 @@
+"""The metadata index: manifests, tags and access confirmations, in SQLite.
+
+Blob and manifest bytes live in the content-addressed store; this index keeps
+what the store cannot know: which repository a manifest was seen in and its
+media type, what each tag resolved to and when the upstream last said so, and
+which principal (set of upstream credentials) the upstream confirmed may read
+which object. It survives restarts, so the tag map and the confirmations that
+outage serving relies on are not lost.
+
+SQLite in WAL mode: readers never wait for the writer; one connection shared
+under a lock is plenty for the few small rows a request touches.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+
+from regcache.core import Digest, StorageError
+from regcache.core._policy import CachedTag
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS manifests (
+    registry TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (registry, repository, digest)
+);
+CREATE TABLE IF NOT EXISTS tags (
+    registry TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    validated_at REAL NOT NULL,
+    index_admitted INTEGER NOT NULL,
+    PRIMARY KEY (registry, repository, tag)
+);
+CREATE TABLE IF NOT EXISTS access (
+    registry TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    confirmed_at REAL NOT NULL,
+    PRIMARY KEY (registry, repository, digest, principal)
+);
+"""
+
+
+@attrs.frozen
+class ManifestEntry:
+    """A manifest seen in one repository: its digest, media type and size."""
+
+    registry: str
+    repository: str
+    digest: Digest
+    media_type: str
+    size: int
+
+
+class MetadataIndex:
+    """The SQLite index under ``data_dir``. Thread-safe; calls are short."""
+
+    def __init__(self, path: str | Path) -> None:
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode; a power cut
+            # may lose the last transactions, which only costs a re-fetch.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the metadata index {path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    def _run(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"metadata index: {exc}") from exc
+
+    # -- manifests -------------------------------------------------------
+
+    def put_manifest(self, entry: ManifestEntry) -> None:
+        """Record that a manifest exists in a repository."""
+        self._run(
+            "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?)",
+            (entry.registry, entry.repository, str(entry.digest), entry.media_type, entry.size),
+        )
+
+    def get_manifest(self, registry: str, repository: str, digest: Digest) -> ManifestEntry | None:
+        """The manifest entry for a digest in a repository, if cached."""
+        rows = self._run(
+            "SELECT media_type, size FROM manifests"
+            " WHERE registry = ? AND repository = ? AND digest = ?",
+            (registry, repository, str(digest)),
+        )
+        if not rows:
+            return None
+        media_type, size = rows[0]
+        return ManifestEntry(registry, repository, digest, str(media_type), int(str(size)))
+
+    def find_manifest_type(self, digest: Digest) -> str | None:
+        """The media type of a manifest digest in any repository, if known."""
+        rows = self._run(
+            "SELECT media_type FROM manifests WHERE digest = ? LIMIT 1", (str(digest),)
+        )
+        return str(rows[0][0]) if rows else None
+
+    def repositories(self) -> Iterator[tuple[str, str]]:
+        """Every (registry, repository) with a cached manifest, sorted."""
+        rows = self._run(
+            "SELECT DISTINCT registry, repository FROM manifests ORDER BY registry, repository"
+        )
+        for registry, repository in rows:
+            yield str(registry), str(repository)
+
+    # -- tags ------------------------------------------------------------
+
+    def put_tag(self, registry: str, repository: str, tag: str, cached: CachedTag) -> None:
+        """Remember what a tag resolved to and when the upstream said so."""
+        self._run(
+            "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                registry,
+                repository,
+                tag,
+                str(cached.digest),
+                cached.media_type,
+                cached.validated_at,
+                int(cached.index_admitted),
+            ),
+        )
+
+    def get_tag(self, registry: str, repository: str, tag: str) -> CachedTag | None:
+        """What a tag resolved to, if cached."""
+        rows = self._run(
+            "SELECT digest, media_type, validated_at, index_admitted FROM tags"
+            " WHERE registry = ? AND repository = ? AND tag = ?",
+            (registry, repository, tag),
+        )
+        if not rows:
+            return None
+        digest, media_type, validated_at, index_admitted = rows[0]
+        return CachedTag(
+            Digest.parse(str(digest)),
+            str(media_type),
+            float(str(validated_at)),
+            index_admitted=bool(index_admitted),
+        )
+
+    def delete_tag(self, registry: str, repository: str, tag: str) -> None:
+        """Forget a tag (the upstream said it no longer exists)."""
+        self._run(
+            "DELETE FROM tags WHERE registry = ? AND repository = ? AND tag = ?",
+            (registry, repository, tag),
+        )
+
+    # -- access confirmations --------------------------------------------
+
+    def confirm_access(
+        self, registry: str, repository: str, digest: Digest, principal: str, now: float
+    ) -> None:
+        """Record that the upstream let ``principal`` read ``digest`` in ``repository``."""
+        self._run(
+            "INSERT OR REPLACE INTO access VALUES (?, ?, ?, ?, ?)",
+            (registry, repository, str(digest), principal, now),
+        )
+
+    def access_confirmed_at(
+        self, registry: str, repository: str, digest: Digest, principal: str
+    ) -> float | None:
+        """When the upstream last confirmed that access, or None if it never did."""
+        rows = self._run(
+            "SELECT confirmed_at FROM access"
+            " WHERE registry = ? AND repository = ? AND digest = ? AND principal = ?",
+            (registry, repository, str(digest), principal),
+        )
+        return float(str(rows[0][0])) if rows else None
