@@ -1,0 +1,167 @@
+"""Start-up and shut-down of the servers: configuration, store, engine, listeners.
+
+Command-line flags are applied as ``REGCACHE_`` overrides, so a flag, an
+environment variable and a key in the file go through one parser and one set
+of error messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import trio
+
+from regcache import __version__
+from regcache.config import Config, load_config, registry_name_map
+from regcache.core import ConfigError, RegcacheError
+from regcache.core._reference import RegistryMap, canonical_registry
+from regcache.engine import Engine
+from regcache.storage import FilesystemStore
+from regcache.storage._index import MetadataIndex
+
+from ._mirror import MirrorApp
+from ._server import serve_http
+
+log = logging.getLogger("regcache")
+
+_FLAG_OVERRIDES = {
+    "data_dir": "REGCACHE_DATA_DIR",
+    "mirror_listen": "REGCACHE_MIRROR__LISTEN",
+    "proxy_listen": "REGCACHE_PROXY__LISTEN",
+    "log_level": "REGCACHE_LOG_LEVEL",
+}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line of ``python -m regcache.proxy``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m regcache.proxy",
+        description="A caching proxy for container images:"
+        " one pull-through cache for every registry.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument("--data-dir", help="where the cache lives (default ./regcache-data)")
+    parser.add_argument(
+        "--mirror-listen",
+        metavar="HOST:PORT",
+        help='mirror address (default 0.0.0.0:5000; "" disables)',
+    )
+    parser.add_argument(
+        "--proxy-listen",
+        metavar="HOST:PORT",
+        help='CONNECT proxy address (default 0.0.0.0:3128; "" disables)',
+    )
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--version", action="version", version=f"regcache {__version__}")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
+    """Load the configuration: the file, then REGCACHE_ variables, then flags."""
+    overrides = dict(environ)
+    for attribute, variable in _FLAG_OVERRIDES.items():
+        value = getattr(args, attribute)
+        if value is not None:
+            overrides[variable] = value
+    text = None
+    if args.config:
+        try:
+            text = Path(args.config).read_text()
+        except OSError as exc:
+            raise ConfigError("", f"cannot read {args.config}: {exc.strerror}") from exc
+    return load_config(text, overrides, source=args.config or "<defaults>")
+
+
+def registry_map_of(config: Config) -> RegistryMap:
+    """The router's view of the configured registries."""
+    return RegistryMap(
+        default_registry=canonical_registry(config.mirror.default_registry),
+        names=registry_name_map(config),
+        allow_unknown_registries=config.mirror.allow_unknown_registries,
+    )
+
+
+async def serve(
+    config: Config, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the configured front ends until cancelled."""
+    data_dir = Path(config.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = FilesystemStore(data_dir / "store")
+    removed = store.recover()
+    if removed:
+        log.info("removed %d partial downloads left by an earlier run", removed)
+    index = MetadataIndex(data_dir / "metadata.db")
+    engine = Engine(config, store=store, index=index, registry_map=registry_map_of(config))
+    log.info(
+        "regcache %s, data in %s, registries: %s",
+        __version__,
+        data_dir.resolve(),
+        ", ".join(sorted(config.registries)),
+    )
+    try:
+        async with engine.running(), trio.open_nursery() as nursery:
+            addresses: list[str] = []
+            if config.mirror.listen is not None:
+                mirror = MirrorApp(engine, users=config.mirror.users)
+                listen = config.mirror.listen
+                listeners = await trio.open_tcp_listeners(listen.port, host=listen.host or None)
+                for listener in listeners:
+                    host, port = listener.socket.getsockname()[:2]
+                    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                    addresses.append(address)
+                    log.info("mirror listening on %s", address)
+
+                async def handle(stream: trio.SocketStream) -> None:
+                    peer = stream.socket.getpeername()
+                    await serve_http(stream, mirror.handle, client=str(peer[0]))
+
+                nursery.start_soon(trio.serve_listeners, handle, listeners)
+            if config.proxy.listen is not None:
+                log.warning(
+                    "proxy.listen is set, but this build has no CONNECT front end;"
+                    " only the mirror runs"
+                )
+            task_status.started(addresses)
+    finally:
+        index.close()
+
+
+async def _run_until_signalled(config: Config) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve, config)
+            async for signum in signals:
+                log.info("%s: stopping", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m regcache.proxy``; returns the exit status."""
+    args = parse_args(argv)
+    try:
+        config = build_config(args, os.environ)
+    except ConfigError as exc:
+        print(f"regcache: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        trio.run(_run_until_signalled, config)
+    except RegcacheError as exc:
+        log.error("%s", exc)  # noqa: TRY400 - the message says it all; no traceback
+        return 1
+    except OSError as exc:
+        log.error("cannot start: %s", exc)  # noqa: TRY400
+        return 1
+    return 0

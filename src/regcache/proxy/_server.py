@@ -1,0 +1,354 @@
+"""The HTTP/1.1 server loop both front ends share: h11 over a trio stream.
+
+A handler turns a :class:`Request` into a :class:`Reply`; this module only
+moves bytes. A reply body is small bytes, a file region (sent with
+``os.sendfile`` when the stream is a plain socket), or a producer that writes
+chunks as they arrive from an in-flight upstream fetch. A producer that fails
+part way cuts the connection: the client sees a short body, never a complete
+one with bad content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+import attrs
+import h11
+import trio
+
+from regcache.core import ErrorCode, RegcacheError, RemoteProtocolError, error_body
+
+log = logging.getLogger("regcache.access")
+errlog = logging.getLogger("regcache.proxy")
+
+#: Largest request head accepted. Registry requests are small; this bounds
+#: the memory a client can make us hold before we have seen a full request.
+MAX_REQUEST_HEAD = 64 * 1024
+
+#: How long an idle keep-alive connection is kept open, and how long a client
+#: may take to send a request head once it started.
+KEEP_ALIVE_TIMEOUT = 75.0
+
+#: The largest request body read (and discarded) to keep a connection usable
+#: after refusing an upload; bigger ones make us close the connection instead.
+MAX_DISCARDED_BODY = 1024 * 1024
+
+#: Chunk size for files over streams that cannot sendfile (TLS).
+FILE_CHUNK = 256 * 1024
+
+#: One sendfile call moves at most this much; bounded so one fast client
+#: cannot hold the event loop for long.
+SENDFILE_CHUNK = 8 * 1024 * 1024
+
+SERVER_NAME = "regcache"
+
+
+@attrs.frozen
+class Request:
+    """One HTTP request as a handler sees it."""
+
+    method: str
+    target: str
+    headers: tuple[tuple[str, str], ...]
+    client: str
+    #: The host the client asked for (CONNECT mode), else None.
+    host: str | None = None
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header (``name`` lower case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of a header (``name`` lower case)."""
+        return [value for key, value in self.headers if key == name]
+
+
+@attrs.frozen
+class FileBody:
+    """A byte region of a file, sent zero-copy where the stream allows."""
+
+    path: str
+    offset: int
+    length: int
+
+
+#: Writes a body through the callable it is given; raising cuts the connection.
+Producer = Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]]
+
+
+@attrs.frozen
+class StreamBody:
+    """A body of known length produced chunk by chunk."""
+
+    length: int
+    produce: Producer
+
+
+@attrs.frozen
+class Reply:
+    """What a handler answers. ``body`` is bytes, a file region or a producer."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | FileBody | StreamBody = b""
+    #: For the access log: the registry and how the cache answered.
+    registry: str = "-"
+    cache: str = "-"
+    #: The Content-Length a HEAD answer announces (it sends no body).
+    content_length: int | None = None
+
+    @property
+    def length(self) -> int:
+        """The body length, for Content-Length."""
+        if self.content_length is not None:
+            return self.content_length
+        if isinstance(self.body, bytes):
+            return len(self.body)
+        return self.body.length
+
+
+def error_reply(error: RemoteProtocolError, registry: str = "-") -> Reply:
+    """An OCI error JSON reply for ``error``."""
+    return Reply(
+        error.status,
+        (("Content-Type", "application/json"), *error.headers),
+        error.to_body(),
+        registry=registry,
+        cache="-",
+    )
+
+
+Handler = Callable[[Request], Awaitable[Reply]]
+
+
+class _Sent:
+    """Stands in for body bytes already sent by sendfile, so h11 counts them."""
+
+    __slots__ = ("_length",)
+
+    def __init__(self, length: int) -> None:
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+
+class ConnectionCut(Exception):
+    """The connection had to be closed in the middle of a reply."""
+
+
+async def serve_http(
+    stream: trio.abc.Stream,
+    handler: Handler,
+    *,
+    client: str,
+    host: str | None = None,
+    conn: h11.Connection | None = None,
+) -> None:
+    """Serve HTTP/1.1 requests on ``stream`` until the client goes away."""
+    if conn is None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+    try:
+        while True:
+            request = await _read_request(conn, stream, client, host)
+            if request is None:
+                return
+            started = time.monotonic()
+            reply = await _dispatch(handler, request)
+            sent = 0
+            try:
+                sent = await _send_reply(conn, stream, reply, head=request.method == "HEAD")
+            finally:
+                log.info(
+                    "%s %s %s %s %d %d %s %.1fms",
+                    client,
+                    request.method,
+                    request.target[:300],
+                    reply.registry,
+                    reply.status,
+                    sent,
+                    reply.cache,
+                    (time.monotonic() - started) * 1000,
+                )
+            if conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionCut, trio.TooSlowError):
+        return
+    except h11.ProtocolError as exc:
+        errlog.debug("%s: HTTP protocol error: %s", client, exc)
+    except OSError as exc:
+        errlog.debug("%s: connection error: %s", client, exc)
+    finally:
+        with trio.CancelScope(shield=True):
+            await _close(stream)
+
+
+async def _close(stream: trio.abc.Stream) -> None:
+    with (
+        trio.move_on_after(1),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+    ):
+        await stream.aclose()
+
+
+async def _read_request(
+    conn: h11.Connection, stream: trio.abc.Stream, client: str, host: str | None
+) -> Request | None:
+    head: h11.Request | None = None
+    discarded = 0
+    with trio.fail_after(KEEP_ALIVE_TIMEOUT):
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                await _send_protocol_error(conn, stream, exc)
+                return None
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(64 * 1024)
+                conn.receive_data(bytes(data))
+                continue
+            if event is h11.PAUSED or isinstance(event, h11.ConnectionClosed):
+                return None
+            if isinstance(event, h11.Request):
+                head = event
+            elif isinstance(event, h11.Data):
+                # Uploads are refused; read a small body so the connection
+                # stays usable, give up on big ones.
+                discarded += len(event.data)
+                if discarded > MAX_DISCARDED_BODY:
+                    break
+            elif isinstance(event, h11.EndOfMessage):
+                break
+    if head is None:
+        return None
+    return Request(
+        method=head.method.decode("ascii", "replace"),
+        target=head.target.decode("latin-1"),
+        headers=tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in head.headers),
+        client=client,
+        host=host,
+    )
+
+
+async def _send_protocol_error(
+    conn: h11.Connection, stream: trio.abc.Stream, exc: h11.RemoteProtocolError
+) -> None:
+    if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    status = exc.error_status_hint
+    body = error_body(ErrorCode.UNKNOWN, f"malformed HTTP request: {exc}")
+    response = h11.Response(
+        status_code=status,
+        headers=[
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            ("Server", SERVER_NAME),
+        ],
+    )
+    with contextlib.suppress(h11.LocalProtocolError):
+        await stream.send_all(
+            conn.send(response) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+        )
+
+
+async def _dispatch(handler: Handler, request: Request) -> Reply:
+    try:
+        return await handler(request)
+    except RemoteProtocolError as exc:
+        return error_reply(exc)
+    except RegcacheError as exc:
+        errlog.error("%s %s: %s", request.method, request.target[:300], exc)
+        return error_reply(RemoteProtocolError(ErrorCode.UNKNOWN, str(exc)))
+
+
+async def _send_reply(
+    conn: h11.Connection, stream: trio.abc.Stream, reply: Reply, *, head: bool
+) -> int:
+    headers = [(k, v) for k, v in reply.headers if k.lower() != "content-length"]
+    headers.append(("Content-Length", str(reply.length)))
+    headers.append(("Server", SERVER_NAME))
+    if conn.their_state is not h11.DONE:
+        headers.append(("Connection", "close"))
+    await stream.send_all(conn.send(h11.Response(status_code=reply.status, headers=headers)))
+    sent = 0
+    body = reply.body
+    if not head:
+        if isinstance(body, bytes):
+            if body:
+                await stream.send_all(conn.send(h11.Data(data=body)))
+                sent = len(body)
+        elif isinstance(body, FileBody):
+            sent = await _send_file(conn, stream, body)
+        else:
+            sent = await _send_stream(conn, stream, body)
+    await stream.send_all(conn.send(h11.EndOfMessage()))
+    return sent
+
+
+async def _send_file(conn: h11.Connection, stream: trio.abc.Stream, body: FileBody) -> int:
+    try:
+        fd = os.open(body.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        errlog.error("cannot open cached blob %s: %s", body.path, exc)
+        raise ConnectionCut from exc
+    try:
+        if isinstance(stream, trio.SocketStream):
+            await _sendfile(stream, fd, body.offset, body.length)
+            conn.send_with_data_passthrough(h11.Data(data=_Sent(body.length)))  # type: ignore[arg-type]
+        else:
+            position, end = body.offset, body.offset + body.length
+            while position < end:
+                chunk = os.pread(fd, min(FILE_CHUNK, end - position), position)
+                if not chunk:
+                    raise ConnectionCut("cached blob shorter than its size")
+                await stream.send_all(conn.send(h11.Data(data=chunk)))
+                position += len(chunk)
+        return body.length
+    finally:
+        os.close(fd)
+
+
+async def _sendfile(stream: trio.SocketStream, fd: int, offset: int, count: int) -> None:
+    sock = stream.socket
+    out_fd = sock.fileno()
+    end = offset + count
+    while offset < end:
+        try:
+            sent = os.sendfile(out_fd, fd, offset, min(SENDFILE_CHUNK, end - offset))
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+            continue
+        except OSError as exc:
+            if exc.errno in (errno.EPIPE, errno.ECONNRESET):
+                raise ConnectionCut from exc
+            raise
+        if sent == 0:
+            raise ConnectionCut("the file ended before its size")
+        offset += sent
+        await trio.lowlevel.checkpoint()
+
+
+async def _send_stream(conn: h11.Connection, stream: trio.abc.Stream, body: StreamBody) -> int:
+    sent = 0
+
+    async def send(chunk: bytes) -> None:
+        nonlocal sent
+        await stream.send_all(conn.send(h11.Data(data=chunk)))
+        sent += len(chunk)
+
+    try:
+        await body.produce(send)
+    except RegcacheError as exc:
+        errlog.warning("cutting a reply after %d of %d bytes: %s", sent, body.length, exc)
+        raise ConnectionCut from exc
+    return sent
