@@ -1,0 +1,144 @@
+"""Runs ``python -m regcache.proxy`` as a real process for end-to-end tests."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+#: How long regcache may take to start listening.
+STARTUP_TIMEOUT = 20.0
+#: How long it may take to exit after SIGTERM.
+STOP_TIMEOUT = 15.0
+
+_LISTENING = re.compile(r"mirror listening on (\S+):(\d+)")
+
+
+class Regcache:
+    """A regcache process with its own config, data directory and log."""
+
+    def __init__(self, directory: Path, config: str, *, env: dict[str, str] | None = None) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config_path = directory / "regcache.toml"
+        self.log_path = directory / "regcache.log"
+        self.data_dir = directory / "data"
+        self.config_path.write_text(f'data_dir = "{self.data_dir}"\n' + config)
+        self.env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("REGCACHE_") and "PROXY" not in key.upper()
+        }
+        self.env.update(env or {})
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.exit_code: int | None = None
+
+    def start(self) -> Regcache:
+        """Start regcache and wait until the mirror listens."""
+        log = self.log_path.open("ab")
+        offset = self.log_path.stat().st_size
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "regcache.proxy",
+                "--config",
+                str(self.config_path),
+                "--mirror-listen",
+                "127.0.0.1:0",
+                "--proxy-listen",
+                "",
+                "--log-level",
+                "debug",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+        log.close()
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            text = self.log_path.read_bytes()[offset:].decode(errors="replace")
+            found = _LISTENING.search(text)
+            if found:
+                self.port = int(found.group(2))
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"regcache exited with {self.process.returncode}:\n{text}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"regcache did not start listening:\n{self.log()}")
+
+    def stop(self) -> int | None:
+        """SIGTERM, then wait; kill only if it does not exit. Returns the exit code."""
+        process, self.process = self.process, None
+        if process is None:
+            return self.exit_code
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        self.exit_code = process.returncode
+        return self.exit_code
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(5)
+            self.process = None
+
+    def restart(self, config: str | None = None) -> Regcache:
+        """Stop, optionally rewrite the configuration, start again on the same data."""
+        self.stop()
+        if config is not None:
+            self.config_path.write_text(f'data_dir = "{self.data_dir}"\n' + config)
+        return self.start()
+
+    def log(self) -> str:
+        """Everything regcache logged so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
+    def netloc(self) -> str:
+        """host:port of the mirror."""
+        return f"127.0.0.1:{self.port}"
+
+    def request(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str] | None = None,
+        *,
+        timeout: float = 60,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One plain HTTP request to the mirror: (status, headers lower-cased, body)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, target, headers=headers or {})
+            response = connection.getresponse()
+            body = response.read()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+        finally:
+            connection.close()
+
+    def __enter__(self) -> Regcache:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
