@@ -144,12 +144,14 @@ class BlobFetch:
             await self._fetch(store, open_upstream)
         except RegcacheError as exc:
             self._fail(exc)
-        except trio.Cancelled:
-            self._fail(RemoteProtocolError(ErrorCode.UNAVAILABLE, "regcache is shutting down"))
-            raise
         except Exception as exc:  # a bug must still release the followers
             log.exception("fetch of %s failed unexpectedly", self.digest)
             self._fail(RemoteProtocolError(ErrorCode.UNKNOWN, f"internal error: {exc}"))
+        finally:
+            # Cancellation (shutdown) may arrive bare or inside an exception
+            # group from a nursery below; either way nothing partial stays.
+            if not self.done:
+                self._fail(RemoteProtocolError(ErrorCode.UNAVAILABLE, "regcache is shutting down"))
 
     def _fail(self, error: RegcacheError) -> None:
         if self._writer is not None:

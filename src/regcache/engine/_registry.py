@@ -40,6 +40,7 @@ from ._http import (
     HttpClient,
     Origin,
     UpstreamConnectError,
+    UpstreamProtocolError,
     UpstreamResponse,
     UpstreamTimeoutError,
     resolve_location,
@@ -54,6 +55,10 @@ MAX_REDIRECTS = 5
 #: Request/response rounds of the token dance per upstream request; the core
 #: bounds it too, this also covers a ping to learn a missing challenge.
 MAX_AUTH_STEPS = 8
+
+#: Pause before the one retry of an idempotent request whose connection
+#: failed: long enough for a restarting upstream to accept again.
+RETRY_DELAY = 0.25
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -160,7 +165,16 @@ class RegistryClient:
         for index, base_url in enumerate(self.base_urls):
             last = index == len(self.base_urls) - 1
             try:
-                response = await self._authenticated(base_url, method, path, scopes, headers)
+                try:
+                    response = await self._authenticated(base_url, method, path, scopes, headers)
+                except (UpstreamConnectError, UpstreamProtocolError) as exc:
+                    if not last or method not in ("GET", "HEAD"):
+                        raise
+                    # Nothing has reached a client yet: one more try rides
+                    # out a reset connection or a restarting upstream.
+                    log.info("%s: %s failed (%s); retrying once", self.name, base_url, exc)
+                    await trio.sleep(RETRY_DELAY)
+                    response = await self._authenticated(base_url, method, path, scopes, headers)
             except (UpstreamConnectError, UpstreamTimeoutError) as exc:
                 if last:
                     raise
