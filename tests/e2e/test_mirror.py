@@ -43,6 +43,8 @@ def mirror_config(
     credentials: tuple[str, str] | None = None,
     tag_ttl: str = "5m",
     proxy: str = "",
+    registry_proxy: str = "",
+    mirrors: tuple[str, ...] = (),
     extra: str = "",
 ) -> str:
     """A regcache config with the test upstream as the default registry."""
@@ -59,6 +61,8 @@ def mirror_config(
         f'[registries."{REGISTRY}"]',
         f'url = "{upstream_url}"',
         'aliases = ["testreg"]',
+        f'proxy = "{registry_proxy}"',
+        "mirrors = [" + ", ".join(f'"{url}"' for url in mirrors) + "]",
     ]
     if credentials is not None:
         lines += [f'username = "{credentials[0]}"', f'password = "{credentials[1]}"']
@@ -360,10 +364,12 @@ def test_private_content_is_not_readable_after_a_restart_without_credentials(
             status, _, body = mirror.request("GET", target, accept)
             assert status in (401, 403, 404), (target, status)
             assert sha256(body) != layer.digest and sha256(body) != private.digest
+        assert upstream_credentials[1] not in mirror.log()
     finally:
         assert mirror.stop() == 0
 
 
+@pytest.mark.parametrize("where", ["upstream", "registry"])
 def test_pulls_through_an_egress_proxy_only(
     regcache_dir: Path,
     pki: PKI,
@@ -372,7 +378,9 @@ def test_pulls_through_an_egress_proxy_only(
     skopeo: Skopeo,
     images: StandardImages,
     tmp_path: Path,
+    where: str,
 ) -> None:
+    """[upstream] proxy, or a registry's own proxy, carries every upstream connection."""
     with pytest.raises(socket.gaierror):
         socket.getaddrinfo(REGISTRY, 443)
     relay = CountingRelay(upstream.url, ca_file=pki.ca_pem, cdn_url_host="cdn.regcache.test")
@@ -384,7 +392,11 @@ def test_pulls_through_an_egress_proxy_only(
         ) as egress,
     ):
         relay.redirect_blobs(True)
-        config = mirror_config(f"http://{REGISTRY}:{relay.port}", pki, proxy=egress.url)
+        url = f"http://{REGISTRY}:{relay.port}"
+        if where == "upstream":
+            config = mirror_config(url, pki, proxy=egress.url)
+        else:
+            config = mirror_config(url, pki, registry_proxy=egress.url)
         with Regcache(regcache_dir, config) as mirror:
             use_mirror(skopeo, mirror)
             image = images.public
