@@ -12,6 +12,7 @@ without the registry's Authorization on any other host.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import logging
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import attrs
 import trio
 
-from regcache.core import ErrorCode, RemoteProtocolError
+from regcache.core import AuthError, ErrorCode, RemoteProtocolError
 from regcache.core._auth import (
     MAX_TOKEN_RESPONSE_SIZE,
     Done,
@@ -89,19 +90,20 @@ class TokenFlights:
 
     async def fetch(self, key: TokenKey, run: Callable[[], Awaitable[TokenAnswer]]) -> TokenAnswer:
         """Run ``run`` once for ``key``; concurrent callers share its answer."""
-        flight = self._flights.get(key)
-        if flight is not None:
+        while (flight := self._flights.get(key)) is not None:
             await flight.done.wait()
             if flight.answer is not None:
                 return flight.answer
-            # The request we waited for failed (connection error): try ours.
+            # The request we waited for failed (connection error): the first
+            # waiter to wake tries again, the others wait for that one.
         flight = _TokenFlight()
         self._flights[key] = flight
         try:
             flight.answer = await run()
             return flight.answer
         finally:
-            del self._flights[key]
+            if self._flights.get(key) is flight:
+                del self._flights[key]
             flight.done.set()
 
 
@@ -148,6 +150,17 @@ class RegistryClient:
         """Close the pooled upstream connections."""
         await self.http.aclose()
 
+    def acting_as(self, credentials: Credentials, principal: str) -> RegistryClient:
+        """A client for the same registry that authenticates with ``credentials``.
+
+        It shares this client's connections, remembered challenges and token
+        cache (tokens are keyed by credential fingerprint, so never mixed).
+        """
+        other = copy.copy(self)
+        other.credentials = credentials
+        other.principal = principal
+        return other
+
     async def request(
         self,
         method: str,
@@ -175,7 +188,7 @@ class RegistryClient:
                     log.info("%s: %s failed (%s); retrying once", self.name, base_url, exc)
                     await trio.sleep(RETRY_DELAY)
                     response = await self._authenticated(base_url, method, path, scopes, headers)
-            except (UpstreamConnectError, UpstreamTimeoutError) as exc:
+            except (UpstreamConnectError, UpstreamTimeoutError, UpstreamProtocolError) as exc:
                 if last:
                     raise
                 log.warning(
@@ -226,10 +239,8 @@ class RegistryClient:
                     await response.aclose()
                     pinged = True
                     await self._ping(base_url, state)
-                    negotiation = TokenNegotiation(
-                        state, self._tokens, self.credentials, tuple(scopes)
-                    )
-                    command = negotiation.start(self._clock())
+                    # The remembered challenge now answers the original 401.
+                    command = negotiation.on_response(401, (), self._clock())
                     continue
                 command = negotiation.on_response(response.status, www_authenticate, self._clock())
                 if isinstance(command, Done):
@@ -239,7 +250,11 @@ class RegistryClient:
                 answer = await self._fetch_token(command)
                 command = negotiation.on_token_response(answer.status, answer.body, self._clock())
             elif isinstance(command, Fail):
-                raise command.error
+                # The upstream's challenge stays here: relayed, it would send
+                # regcache's clients to the upstream's token realm.
+                raise AuthError(
+                    f"{self.name}: {command.error.message}", code=command.error.code
+                ) from command.error
         raise RemoteProtocolError(
             ErrorCode.UPSTREAM_ERROR, f"{self.name}: authentication did not settle"
         )
