@@ -84,3 +84,9 @@ def test_explicit_ranges_stay_inside_content(first: int, last: int, size: int) -
         assert result is None
     else:
         assert result == ByteRange(first, min(last, size - 1), size)
+
+
+@pytest.mark.parametrize("header", ["bytes=\u00b9-2", "bytes=1-\u0662", "bytes=-\u00b2"])
+def test_non_ascii_digits_are_not_numbers(header: str) -> None:
+    assert parse_range(header, 1000) is None
+    assert parse_content_range("bytes 1-\u00b2/3") is None

@@ -45,6 +45,11 @@ def unsatisfiable(size: int) -> RemoteProtocolError:
     )
 
 
+def _decimal(text: str) -> bool:
+    # str.isdigit() also admits superscripts and other scripts' digits.
+    return text.isascii() and text.isdigit()
+
+
 def parse_range(header: str | None, size: int) -> ByteRange | None:
     """Parse a ``Range`` header against content of ``size`` bytes.
 
@@ -59,9 +64,9 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         return None
     first_text, dash, last_text = spec.strip().partition("-")
     first_text, last_text = first_text.strip(), last_text.strip()
-    if not dash or not (first_text.isdigit() or first_text == ""):
+    if not dash or not (_decimal(first_text) or first_text == ""):
         return None
-    if last_text and not last_text.isdigit():
+    if last_text and not _decimal(last_text):
         return None
     if first_text == "":
         # Suffix range: the last N bytes.
@@ -93,8 +98,8 @@ def parse_content_range(header: str | None) -> tuple[int, int, int | None] | Non
         return None
     span, slash, total = rest.strip().partition("/")
     first_text, dash, last_text = span.partition("-")
-    if not (slash and dash and first_text.isdigit() and last_text.isdigit()):
+    if not (slash and dash and _decimal(first_text) and _decimal(last_text)):
         return None
-    if total != "*" and not total.isdigit():
+    if total != "*" and not _decimal(total):
         return None
     return int(first_text), int(last_text), (None if total == "*" else int(total))
