@@ -18,12 +18,20 @@ STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
 
 _LISTENING = re.compile(r"mirror listening on (\S+):(\d+)")
+_PROXY_LISTENING = re.compile(r"CONNECT proxy listening on (\S+):(\d+)")
 
 
 class Regcache:
     """A regcache process with its own config, data directory and log."""
 
-    def __init__(self, directory: Path, config: str, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        config: str,
+        *,
+        env: dict[str, str] | None = None,
+        proxy: bool = False,
+    ) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.config_path = directory / "regcache.toml"
@@ -38,6 +46,9 @@ class Regcache:
         self.env.update(env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        #: Whether the CONNECT front end runs too, and its port.
+        self.proxy = proxy
+        self.proxy_port = 0
         self.exit_code: int | None = None
 
     def start(self) -> Regcache:
@@ -54,7 +65,7 @@ class Regcache:
                 "--mirror-listen",
                 "127.0.0.1:0",
                 "--proxy-listen",
-                "",
+                "127.0.0.1:0" if self.proxy else "",
                 "--log-level",
                 "debug",
             ],
@@ -67,8 +78,10 @@ class Regcache:
         while time.monotonic() < deadline:
             text = self.log_path.read_bytes()[offset:].decode(errors="replace")
             found = _LISTENING.search(text)
-            if found:
+            found_proxy = _PROXY_LISTENING.search(text)
+            if found and (found_proxy or not self.proxy):
                 self.port = int(found.group(2))
+                self.proxy_port = int(found_proxy.group(2)) if found_proxy else 0
                 return self
             if self.process.poll() is not None:
                 raise RuntimeError(f"regcache exited with {self.process.returncode}:\n{text}")
@@ -108,6 +121,16 @@ class Regcache:
     def log(self) -> str:
         """Everything regcache logged so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
+    def proxy_url(self) -> str:
+        """URL of the CONNECT front end, for HTTPS_PROXY."""
+        return f"http://127.0.0.1:{self.proxy_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The interception CA regcache made in its data directory."""
+        return self.data_dir / "ca" / "ca.crt"
 
     @property
     def netloc(self) -> str:

@@ -232,8 +232,14 @@ class Engine:
                 for client in self.registries.values():
                     await client.aclose()
 
-    def registry(self, name: str) -> RegistryClient:
-        """The client for a configured registry; NAME_UNKNOWN for others."""
+    def registry(self, name: str, credentials: Credentials | None = None) -> RegistryClient:
+        """The client for a registry, acting for ``credentials`` where that applies.
+
+        A registry's configured credentials always win; a client's own
+        credentials (the CONNECT front end passes them on) are used only for
+        registries configured without any. NAME_UNKNOWN for registries that
+        are not configured, unless allow_unknown_registries.
+        """
         client = self.registries.get(name)
         if client is None:
             if not self.registry_map.allow_unknown_registries:
@@ -241,7 +247,10 @@ class Engine:
                     ErrorCode.NAME_UNKNOWN, f"registry {name!r} is not configured"
                 )
             client = self.registries[name] = self._make_client(name, None)
-        return client
+        if credentials is None or client.credentials is not None:
+            return client
+        principal = principal_of(credentials, self._principal_key)
+        return client.acting_as(credentials, principal)
 
     # -- access -----------------------------------------------------------
 
@@ -325,9 +334,14 @@ class Engine:
         except StorageError:
             return None
 
-    async def manifest(self, route: ManifestRoute, accept_values: Sequence[str]) -> ManifestAnswer:
+    async def manifest(
+        self,
+        route: ManifestRoute,
+        accept_values: Sequence[str],
+        credentials: Credentials | None = None,
+    ) -> ManifestAnswer:
         """Answer a manifest GET or HEAD, by tag or by digest."""
-        client = self.registry(route.registry)
+        client = self.registry(route.registry, credentials)
         if isinstance(route.reference, Digest):
             return await self._manifest_by_digest(client, route, route.reference, accept_values)
         return await self._manifest_by_tag(client, route, route.reference, accept_values)
@@ -557,9 +571,14 @@ class Engine:
 
     # -- blobs ------------------------------------------------------------
 
-    async def blob(self, route: BlobRoute, range_header: str | None) -> BlobAnswer:
+    async def blob(
+        self,
+        route: BlobRoute,
+        range_header: str | None,
+        credentials: Credentials | None = None,
+    ) -> BlobAnswer:
         """Answer a blob GET or HEAD: from the store, by joining a fetch, or by starting one."""
-        client = self.registry(route.registry)
+        client = self.registry(route.registry, credentials)
         digest = route.digest
         info = self.store.stat(digest)
         if info is not None:
@@ -668,15 +687,19 @@ class Engine:
 
     # -- listings ---------------------------------------------------------
 
-    async def tags(self, route: TagsList, query: str) -> RelayedAnswer:
+    async def tags(
+        self, route: TagsList, query: str, credentials: Credentials | None = None
+    ) -> RelayedAnswer:
         """Relay a tags list from the upstream (paginated with n and last)."""
-        client = self.registry(route.registry)
+        client = self.registry(route.registry, credentials)
         path = f"/v2/{route.repository}/tags/list" + (f"?{query}" if query else "")
         return await self._relay(client, path, route.repository, "tags")
 
-    async def referrers(self, route: Referrers) -> RelayedAnswer:
+    async def referrers(
+        self, route: Referrers, credentials: Credentials | None = None
+    ) -> RelayedAnswer:
         """Relay referrers; fall back to the referrers tag schema, then to an empty index."""
-        client = self.registry(route.registry)
+        client = self.registry(route.registry, credentials)
         path = f"/v2/{route.repository}/referrers/{route.digest}"
         if route.artifact_type:
             path += f"?artifactType={route.artifact_type}"

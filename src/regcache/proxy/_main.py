@@ -12,21 +12,23 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import trio
 
 from regcache import __version__
-from regcache.config import Config, load_config, registry_name_map
+from regcache.config import Config, ListenAddress, load_config, registry_name_map
 from regcache.core import ConfigError, RegcacheError
 from regcache.core._reference import RegistryMap, canonical_registry
 from regcache.engine import Engine
 from regcache.storage import FilesystemStore
 from regcache.storage._index import MetadataIndex
 
+from ._connect import ConnectProxy
 from ._mirror import MirrorApp
 from ._server import serve_http
+from ._tls import ServerContexts, load_or_create_ca
 
 log = logging.getLogger("regcache")
 
@@ -110,27 +112,40 @@ async def serve(
             addresses: list[str] = []
             if config.mirror.listen is not None:
                 mirror = MirrorApp(engine, users=config.mirror.users)
-                listen = config.mirror.listen
-                listeners = await trio.open_tcp_listeners(listen.port, host=listen.host or None)
-                for listener in listeners:
-                    host, port = listener.socket.getsockname()[:2]
-                    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                    addresses.append(address)
-                    log.info("mirror listening on %s", address)
 
-                async def handle(stream: trio.SocketStream) -> None:
+                async def handle_mirror(stream: trio.SocketStream) -> None:
                     peer = stream.socket.getpeername()
                     await serve_http(stream, mirror.handle, client=str(peer[0]))
 
-                nursery.start_soon(trio.serve_listeners, handle, listeners)
+                addresses += await _listen(nursery, "mirror", config.mirror.listen, handle_mirror)
             if config.proxy.listen is not None:
-                log.warning(
-                    "proxy.listen is set, but this build has no CONNECT front end;"
-                    " only the mirror runs"
+                authority = load_or_create_ca(config)
+                scratch = data_dir / "ca"
+                scratch.mkdir(mode=0o700, exist_ok=True)
+                proxy = ConnectProxy(engine, config, ServerContexts(authority, scratch))
+                addresses += await _listen(
+                    nursery, "CONNECT proxy", config.proxy.listen, proxy.handle_connection
                 )
             task_status.started(addresses)
     finally:
         index.close()
+
+
+async def _listen(
+    nursery: trio.Nursery,
+    what: str,
+    listen: ListenAddress,
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+) -> list[str]:
+    listeners = await trio.open_tcp_listeners(listen.port, host=listen.host or None)
+    addresses = []
+    for listener in listeners:
+        host, port = listener.socket.getsockname()[:2]
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        addresses.append(address)
+        log.info("%s listening on %s", what, address)
+    nursery.start_soon(trio.serve_listeners, handler, listeners)
+    return addresses
 
 
 async def _run_until_signalled(config: Config) -> None:

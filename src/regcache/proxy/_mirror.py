@@ -8,15 +8,12 @@ default registry); see :func:`regcache.core.parse_route`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-import trio
-
 from regcache.core import ErrorCode, RemoteProtocolError
-from regcache.core._challenge import parse_basic_authorization, verify_password
+from regcache.core._challenge import Credentials
 from regcache.core._routes import (
     BlobRoute,
     Catalog,
@@ -30,7 +27,9 @@ from regcache.core._routes import (
 )
 from regcache.engine import BlobAnswer, Engine, ManifestAnswer
 
+from ._logins import LOGIN_PATH, TunnelLogins
 from ._server import FileBody, Reply, Request, StreamBody
+from ._users import ClientUsers
 
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 
@@ -44,43 +43,31 @@ def _namespace_headers(route: Route) -> tuple[tuple[str, str], ...]:
 
 
 class MirrorApp:
-    """The mirror's request handler, over one engine."""
+    """The registry API handler over one engine, for the mirror and inside CONNECT.
 
-    def __init__(self, engine: Engine, *, users: Mapping[str, str] | None = None) -> None:
+    As the mirror, ``users`` (if any) must authenticate with Basic auth. Inside
+    an intercepted CONNECT tunnel (``client_credentials=True``) a client logs
+    in at regcache's own token realm (:mod:`._logins`) with its credentials for
+    the upstream registry; they are used for registries configured without
+    credentials of their own.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        users: Mapping[str, str] | None = None,
+        client_credentials: bool = False,
+    ) -> None:
         self.engine = engine
-        self.users = dict(users or {})
-        # A password hash costs ~0.3 s to check by design; remember the
-        # (user, password digest) pairs that passed so requests do not pay it.
-        self._verified: set[tuple[str, bytes]] = set()
-
-    async def _check_client(self, request: Request) -> None:
-        if not self.users:
-            return
-        credentials = parse_basic_authorization(request.header("authorization") or "")
-        if credentials is not None:
-            encoded = self.users.get(credentials.username)
-            seen = (credentials.username, hashlib.sha256(credentials.password.encode()).digest())
-            if encoded is not None and seen in self._verified:
-                return
-            if encoded is not None and await trio.to_thread.run_sync(
-                verify_password, credentials.password, encoded
-            ):
-                self._verified.add(seen)
-                return
-        raise RemoteProtocolError(
-            ErrorCode.UNAUTHORIZED,
-            "this mirror requires a user name and password",
-            headers=(("WWW-Authenticate", 'Basic realm="regcache"'),),
-        )
+        self.users = ClientUsers(users or {})
+        self.client_credentials = client_credentials
+        self.logins = TunnelLogins()
 
     async def handle(self, request: Request) -> Reply:
         """Answer one request."""
         try:
-            await self._check_client(request)
-            route = parse_route(
-                request.method, request.target, self.engine.registry_map, host=request.host
-            )
-            return await self._answer(route, request)
+            return await self._handle(request)
         except RemoteProtocolError as exc:
             return Reply(
                 exc.status,
@@ -88,19 +75,80 @@ class MirrorApp:
                 exc.to_body(),
             )
 
-    async def _answer(self, route: Route, request: Request) -> Reply:
+    async def _handle(self, request: Request) -> Reply:
+        credentials = None
+        if self.client_credentials:
+            if request.target.split("?", 1)[0] == LOGIN_PATH and request.method == "GET":
+                body = self.logins.issue(request.header("authorization"))
+                return Reply(200, (("Content-Type", "application/json"),), body)
+            credentials, recognised = self.logins.identify(request.header("authorization"))
+            if not recognised:
+                raise self._login_challenge(
+                    request, "the token is unknown or expired; log in again"
+                )
+        elif not await self.users.check(request.header("authorization")):
+            raise RemoteProtocolError(
+                ErrorCode.UNAUTHORIZED,
+                "this mirror requires a user name and password",
+                headers=(("WWW-Authenticate", 'Basic realm="regcache"'),),
+            )
+        route = parse_route(
+            request.method, request.target, self.engine.registry_map, host=request.host
+        )
+        if isinstance(route, Ping) and self._wants_client_login(request, credentials):
+            raise self._login_challenge(request, "log in (or fetch an anonymous token) first")
+        try:
+            return await self._answer(route, request, credentials)
+        except RemoteProtocolError as exc:
+            if self._wants_client_login(request, credentials) and exc.code in (
+                ErrorCode.DENIED,
+                ErrorCode.UNAUTHORIZED,
+            ):
+                raise self._login_challenge(
+                    request, f"the upstream refused anonymous access: {exc.message}"
+                ) from exc
+            raise
+
+    def _tunnel_registry(self, request: Request) -> str | None:
+        if not self.client_credentials or request.host is None:
+            return None
+        registry_map = self.engine.registry_map
+        return registry_map.lookup(request.host) or registry_map.lookup(
+            request.host.removesuffix(":443")
+        )
+
+    def _wants_client_login(self, request: Request, credentials: Credentials | None) -> bool:
+        """Inside a tunnel to a registry configured without credentials, with none."""
+        if credentials is not None or request.header("authorization"):
+            return False
+        registry = self._tunnel_registry(request)
+        if registry is None:
+            return False
+        client = self.engine.registries.get(registry)
+        return client is None or client.credentials is None
+
+    def _login_challenge(self, request: Request, message: str) -> RemoteProtocolError:
+        registry = self._tunnel_registry(request) or "regcache"
+        challenge = self.logins.challenge(request.host or "", registry)
+        return RemoteProtocolError(
+            ErrorCode.UNAUTHORIZED, message, headers=(("WWW-Authenticate", challenge),)
+        )
+
+    async def _answer(
+        self, route: Route, request: Request, credentials: Credentials | None
+    ) -> Reply:
         ns = _namespace_headers(route)
         if isinstance(route, Ping):
             return Reply(200, (API_VERSION, ("Content-Type", "application/json")), b"{}")
         if isinstance(route, ManifestRoute):
-            answer = await self.engine.manifest(route, request.header_values("accept"))
+            answer = await self.engine.manifest(route, request.header_values("accept"), credentials)
             return self._manifest_reply(answer, route, ns)
         if isinstance(route, BlobRoute):
-            blob = await self.engine.blob(route, request.header("range"))
+            blob = await self.engine.blob(route, request.header("range"), credentials)
             return self._blob_reply(blob, route, ns)
         if isinstance(route, TagsList):
             query = urlsplit(request.target).query
-            relayed = await self.engine.tags(route, _without_ns(query))
+            relayed = await self.engine.tags(route, _without_ns(query), credentials)
             return Reply(
                 relayed.status,
                 (API_VERSION, *relayed.headers, *ns),
@@ -108,7 +156,7 @@ class MirrorApp:
                 registry=route.registry,
             )
         if isinstance(route, Referrers):
-            relayed = await self.engine.referrers(route)
+            relayed = await self.engine.referrers(route, credentials)
             return Reply(
                 relayed.status,
                 (API_VERSION, *relayed.headers, *ns),

@@ -128,6 +128,10 @@ def error_reply(error: RemoteProtocolError, registry: str = "-") -> Reply:
 
 Handler = Callable[[Request], Awaitable[Reply]]
 
+#: Takes over a connection whose request was CONNECT: it answers through the
+#: h11 connection and then owns the stream until it returns.
+ConnectHandler = Callable[[h11.Connection, trio.abc.Stream, Request], Awaitable[None]]
+
 
 class _Sent:
     """Stands in for body bytes already sent by sendfile, so h11 counts them."""
@@ -151,15 +155,21 @@ async def serve_http(
     *,
     client: str,
     host: str | None = None,
-    conn: h11.Connection | None = None,
+    on_connect: ConnectHandler | None = None,
 ) -> None:
-    """Serve HTTP/1.1 requests on ``stream`` until the client goes away."""
-    if conn is None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+    """Serve HTTP/1.1 requests on ``stream`` until the client goes away.
+
+    ``host`` is the host the client reached (inside an intercepted tunnel).
+    A CONNECT request is handed to ``on_connect``, or refused without one.
+    """
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
     try:
         while True:
             request = await _read_request(conn, stream, client, host)
             if request is None:
+                return
+            if request.method == "CONNECT" and on_connect is not None:
+                await on_connect(conn, stream, request)
                 return
             started = time.monotonic()
             reply = await _dispatch(handler, request)

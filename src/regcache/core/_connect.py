@@ -1,0 +1,115 @@
+"""What a CONNECT proxy does with each tunnel request.
+
+RFC 9110 §9.3.6: ``CONNECT host:port``. regcache is never an open proxy: a
+target that is a configured registry (by name, alias or upstream host) is
+intercepted, TLS terminated with a minted leaf and served from the cache; a
+target the operator listed in ``[proxy] tunnel`` is passed through as bytes;
+anything else is refused with a message that says how to allow it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import attrs
+
+from ._errors import ErrorCode, RemoteProtocolError
+from ._reference import RegistryMap
+
+#: A CONNECT target longer than this is no host:port.
+MAX_CONNECT_TARGET = 300
+
+#: The port TLS registries listen on; ``host`` and ``host:443`` are one.
+HTTPS_PORT = 443
+
+
+@attrs.frozen
+class Intercept:
+    """Terminate TLS for ``host`` and serve ``registry`` from the cache."""
+
+    registry: str
+    host: str
+    port: int
+
+
+@attrs.frozen
+class Tunnel:
+    """Pass the bytes through to ``host``:``port`` uninspected."""
+
+    host: str
+    port: int
+
+
+@attrs.frozen
+class Refuse:
+    """Refuse the CONNECT (403) with ``reason``."""
+
+    host: str
+    port: int
+    reason: str
+
+
+ConnectDecision = Intercept | Tunnel | Refuse
+
+
+def parse_connect_target(target: str) -> tuple[str, int]:
+    """Split a CONNECT request-target (authority form) into host and port.
+
+    IPv6 literals come in brackets (``[::1]:443``) and are returned without
+    them. Raises a 400 error for anything that is not ``host:port``.
+    """
+    if len(target) > MAX_CONNECT_TARGET or not target:
+        raise _bad_target(target)
+    if target.startswith("["):
+        host, sep, rest = target[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise _bad_target(target)
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _bad_target(target) from None
+    else:
+        host, sep, port_text = target.rpartition(":")
+        if not sep or not host or ":" in host:
+            raise _bad_target(target)
+    # isdigit() admits other scripts' digits and superscripts; ports are ASCII.
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+        raise _bad_target(target)
+    if any(char.isspace() or char in "/@?#%\\" for char in host):
+        raise _bad_target(target)
+    return host.lower().rstrip("."), int(port_text)
+
+
+def _bad_target(target: str) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        ErrorCode.UNKNOWN,
+        f"CONNECT target {target[:80]!r} is not host:port",
+        status=400,
+    )
+
+
+def classify_connect(
+    host: str, port: int, registry_map: RegistryMap, *, tunnel_allowed: bool
+) -> ConnectDecision:
+    """Decide what to do with ``CONNECT host:port``.
+
+    ``tunnel_allowed`` says whether the target matches a ``[proxy] tunnel``
+    pattern (matching lives with the configuration). Registries win over
+    tunnels: a registry listed in both is still cached.
+    """
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    registry = registry_map.lookup(authority)
+    if registry is None and port == HTTPS_PORT:
+        registry = registry_map.lookup(host)
+    if registry is not None:
+        return Intercept(registry, host, port)
+    if tunnel_allowed:
+        return Tunnel(host, port)
+    return Refuse(
+        host,
+        port,
+        f"regcache intercepts only configured registries and does not tunnel {authority}.\n"
+        f'To cache it, configure it as a registry:  [registries."{host}"] url = "https://{authority}"\n'
+        f'To pass it through uninspected, add it to [proxy] tunnel:  tunnel = ["{host}"]\n',
+    )
