@@ -76,6 +76,10 @@ _NEXT: dict[FetchState, frozenset[FetchState]] = {
 class ResumableError(RegcacheError):
     """Marks an upstream failure mid-body after which a Range resume may work."""
 
+    def __init__(self, cause: RegcacheError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
 
 @attrs.define(eq=False)
 class BlobFetch:
@@ -173,7 +177,8 @@ class BlobFetch:
                     break
                 except ResumableError as exc:
                     if resumes >= MAX_RESUMES or self.size is None:
-                        raise
+                        # Give up with the upstream's own error (502/504).
+                        raise exc.cause from None
                     resumes += 1
                     log.warning(
                         "upstream dropped %s at byte %d (%s); resuming (%d of %d)",
@@ -205,7 +210,7 @@ class BlobFetch:
             try:
                 chunk = await body.read_chunk()
             except (UpstreamProtocolError, UpstreamTimeoutError) as exc:
-                raise ResumableError(str(exc)) from exc
+                raise ResumableError(exc) from exc
             if not chunk:
                 return
             writer.write(chunk)

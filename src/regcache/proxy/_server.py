@@ -45,6 +45,14 @@ FILE_CHUNK = 256 * 1024
 #: cannot hold the event loop for long.
 SENDFILE_CHUNK = 8 * 1024 * 1024
 
+#: How long, and how much, a closing connection keeps reading what the client
+#: still sends (the rest of a refused upload, a pipelined request) after our
+#: last byte. Closing with unread input makes the kernel answer with a reset,
+#: which may destroy our last response before the client has read it (RFC 9112
+#: section 9.6); bounded so a client cannot keep the connection by sending.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 16 * 1024 * 1024
+
 SERVER_NAME = "regcache"
 
 
@@ -198,16 +206,35 @@ async def serve_http(
     except OSError as exc:
         errlog.debug("%s: connection error: %s", client, exc)
     finally:
-        with trio.CancelScope(shield=True):
-            await _close(stream)
+        await _close(stream)
 
 
 async def _close(stream: trio.abc.Stream) -> None:
+    try:
+        # Unshielded: at shutdown the linger is skipped, the close is not.
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            await _linger(stream)
+    finally:
+        with (
+            trio.CancelScope(shield=True),
+            trio.move_on_after(1),
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+        ):
+            await stream.aclose()
+
+
+async def _linger(stream: trio.abc.HalfCloseableStream) -> None:
     with (
-        trio.move_on_after(1),
+        trio.move_on_after(LINGER_SECONDS),
         contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
     ):
-        await stream.aclose()
+        await stream.send_eof()
+        drained = 0
+        while drained < LINGER_BYTES:
+            data = await stream.receive_some(64 * 1024)
+            if not data:
+                return
+            drained += len(data)
 
 
 async def _read_request(
@@ -279,6 +306,9 @@ async def _dispatch(handler: Handler, request: Request) -> Reply:
     except RegcacheError as exc:
         errlog.error("%s %s: %s", request.method, request.target[:300], exc)
         return error_reply(RemoteProtocolError(ErrorCode.UNKNOWN, str(exc)))
+    except Exception:  # a bug in one request must not take the listener down
+        errlog.exception("%s %s: internal error", request.method, request.target[:300])
+        return error_reply(RemoteProtocolError(ErrorCode.UNKNOWN, "internal error"))
 
 
 async def _send_reply(
