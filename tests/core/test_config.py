@@ -298,12 +298,13 @@ def test_disabling_the_default_registry_needs_another_default() -> None:
         (
             '[registries."mirror.example"]\nurl = "https://mirror.example"\n'
             'aliases = ["dockerhub"]',
-            'registries."mirror.example".aliases: "dockerhub" already names registry "docker.io"',
+            "registries.\"mirror.example\".aliases: 'dockerhub' already names the registry"
+            " 'docker.io', not 'mirror.example'",
         ),
         (
             '[registries."hub.example"]\nurl = "https://registry-1.docker.io:443/"',
-            'registries."hub.example".url: "registry-1.docker.io" already names registry'
-            ' "docker.io"',
+            "registries.\"hub.example\".url: 'registry-1.docker.io' already names the registry"
+            " 'docker.io', not 'hub.example'",
         ),
         (
             '[registries."GHCR.io"]\n[registries."ghcr.io"]',

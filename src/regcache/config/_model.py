@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 
 from regcache.core._errors import ConfigError
+from regcache.core._reference import DEFAULT_REGISTRY, RegistryMap
 
 from ._units import (
     check_host,
@@ -539,23 +540,22 @@ class Config:
 def registry_name_map(config: Config) -> dict[str, str]:
     """Every name a client may use for a registry -> that registry's canonical name.
 
-    The names are each registry's own name, its aliases, and the ``host[:port]``
-    of its url. A name claimed by two registries raises ConfigError naming both.
+    The names are each registry's own name, its aliases, the ``host[:port]``
+    of its url, and the well-known aliases of configured registries
+    (``index.docker.io``, ``k8s.gcr.io``). The router's
+    :class:`~regcache.core.RegistryMap` is the one authority on these rules;
+    its ConfigError names the key for a name claimed twice, an alias that is
+    no path segment, or ``library`` (Docker Hub's own namespace).
     """
-    owners: dict[str, str] = {}
-    for canonical, registry in config.registries.items():
-        base = join_key_path("registries", quote_key(canonical))
-        claims = [(canonical, base)]
-        claims += [(alias, f"{base}.aliases") for alias in registry.aliases]
-        claims.append((url_host(registry.url), f"{base}.url"))
-        for name, path in claims:
-            owner = owners.setdefault(name, canonical)
-            if owner != canonical:
-                raise ConfigError(
-                    path,
-                    f"{describe_value(name)} already names registry {describe_value(owner)}",
-                )
-    return owners
+    registry_map = RegistryMap.build(
+        {canonical: registry.aliases for canonical, registry in config.registries.items()},
+        default_registry=next(iter(config.registries), DEFAULT_REGISTRY),
+        upstream_hosts={
+            canonical: (url_host(registry.url),)
+            for canonical, registry in config.registries.items()
+        },
+    )
+    return dict(registry_map.names)
 
 
 def field_help(cls: type[Any], name: str) -> str:

@@ -377,8 +377,12 @@ class RegistryMap:
         *,
         default_registry: str = DEFAULT_REGISTRY,
         allow_unknown_registries: bool = False,
+        upstream_hosts: Mapping[str, Iterable[str]] | None = None,
     ) -> RegistryMap:
         """Build the map from each registry key and its other names (aliases, upstream hosts).
+
+        ``upstream_hosts`` are names too, kept apart only so that an error
+        about one names the registry's ``url`` key rather than its aliases.
 
         Also maps :data:`WELL_KNOWN_ALIASES` of configured registries. Raises
         :class:`ConfigError` naming the key for a registry key that is not a
@@ -416,6 +420,8 @@ class RegistryMap:
                         f"{raw_name!r} is Docker Hub's official namespace and cannot be an alias",
                     )
                 claim(name, key, f"{key_path}.aliases")
+            for host in (upstream_hosts or {}).get(raw_key, ()):
+                claim(host.lower(), key, f"{key_path}.url")
         for alias, target in WELL_KNOWN_ALIASES.items():
             if target in names.values() and alias not in names:
                 names[alias] = target

@@ -18,7 +18,7 @@ from pathlib import Path
 import trio
 
 from regcache import __version__
-from regcache.config import Config, ListenAddress, load_config, registry_name_map
+from regcache.config import Config, ListenAddress, dump_config, load_config, registry_name_map
 from regcache.core import ConfigError, RegcacheError
 from regcache.core._reference import RegistryMap, canonical_registry
 from regcache.engine import Engine
@@ -47,7 +47,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="A caching proxy for container images:"
         " one pull-through cache for every registry.",
     )
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML configuration file (default: $REGCACHE_CONFIG)"
+    )
     parser.add_argument("--data-dir", help="where the cache lives (default ./regcache-data)")
     parser.add_argument(
         "--mirror-listen",
@@ -60,6 +62,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help='CONNECT proxy address (default 0.0.0.0:3128; "" disables)',
     )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the configuration in effect (secrets redacted) and exit",
+    )
     parser.add_argument("--version", action="version", version=f"regcache {__version__}")
     return parser.parse_args(argv)
 
@@ -71,13 +78,14 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config
         value = getattr(args, attribute)
         if value is not None:
             overrides[variable] = value
+    path = args.config or environ.get("REGCACHE_CONFIG") or None
     text = None
-    if args.config:
+    if path:
         try:
-            text = Path(args.config).read_text()
+            text = Path(path).read_text()
         except OSError as exc:
-            raise ConfigError("", f"cannot read {args.config}: {exc.strerror}") from exc
-    return load_config(text, overrides, source=args.config or "<defaults>")
+            raise ConfigError("", f"cannot read {path}: {exc.strerror}") from exc
+    return load_config(text, overrides, source=path or "<defaults>")
 
 
 def registry_map_of(config: Config) -> RegistryMap:
@@ -166,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"regcache: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(dump_config(config), end="")
+        return 0
     logging.basicConfig(
         level=getattr(logging, config.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -173,10 +184,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         trio.run(_run_until_signalled, config)
-    except RegcacheError as exc:
-        log.error("%s", exc)  # noqa: TRY400 - the message says it all; no traceback
-        return 1
-    except OSError as exc:
-        log.error("cannot start: %s", exc)  # noqa: TRY400
+    except (RegcacheError, OSError, ExceptionGroup) as exc:
+        reason = _start_failure(exc)
+        if reason is None:
+            raise
+        log.error("cannot run: %s", reason)  # noqa: TRY400 - the message says it all
         return 1
     return 0
+
+
+def _start_failure(exc: BaseException) -> BaseException | None:
+    """The operator-facing error inside what trio raised, or None for a bug."""
+    if isinstance(exc, RegcacheError | OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _start_failure(inner)
+            if found is not None:
+                return found
+    return None
