@@ -18,15 +18,11 @@ from pathlib import Path
 import trio
 
 from regcache import __version__
-from regcache.config import Config, ListenAddress, dump_config, load_config, registry_name_map
+from regcache._library import Mirror
+from regcache.config import Config, ListenAddress, dump_config, load_config
 from regcache.core import ConfigError, RegcacheError
-from regcache.core._reference import RegistryMap, canonical_registry
-from regcache.engine import Engine
-from regcache.storage import FilesystemStore
-from regcache.storage._index import MetadataIndex
 
 from ._connect import ConnectProxy
-from ._mirror import MirrorApp
 from ._server import serve_http
 from ._tls import ServerContexts, load_or_create_ca
 
@@ -88,55 +84,34 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config
     return load_config(text, overrides, source=path or "<defaults>")
 
 
-def registry_map_of(config: Config) -> RegistryMap:
-    """The router's view of the configured registries."""
-    return RegistryMap(
-        default_registry=canonical_registry(config.mirror.default_registry),
-        names=registry_name_map(config),
-        allow_unknown_registries=config.mirror.allow_unknown_registries,
-    )
-
-
 async def serve(
     config: Config, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run the configured front ends until cancelled."""
-    data_dir = Path(config.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    store = FilesystemStore(data_dir / "store")
-    removed = store.recover()
-    if removed:
-        log.info("removed %d partial downloads left by an earlier run", removed)
-    index = MetadataIndex(data_dir / "metadata.db")
-    engine = Engine(config, store=store, index=index, registry_map=registry_map_of(config))
     log.info(
         "regcache %s, data in %s, registries: %s",
         __version__,
-        data_dir.resolve(),
+        Path(config.data_dir).resolve(),
         ", ".join(sorted(config.registries)),
     )
-    try:
-        async with engine.running(), trio.open_nursery() as nursery:
-            addresses: list[str] = []
-            if config.mirror.listen is not None:
-                mirror = MirrorApp(engine, users=config.mirror.users)
+    async with Mirror(config) as mirror, trio.open_nursery() as nursery:
+        addresses: list[str] = []
+        if config.mirror.listen is not None:
 
-                async def handle_mirror(stream: trio.SocketStream) -> None:
-                    peer = stream.socket.getpeername()
-                    await serve_http(stream, mirror.handle, client=str(peer[0]))
+            async def handle_mirror(stream: trio.SocketStream) -> None:
+                peer = stream.socket.getpeername()
+                await serve_http(stream, mirror.handle, client=str(peer[0]))
 
-                addresses += await _listen(nursery, "mirror", config.mirror.listen, handle_mirror)
-            if config.proxy.listen is not None:
-                authority = load_or_create_ca(config)
-                scratch = data_dir / "ca"
-                scratch.mkdir(mode=0o700, exist_ok=True)
-                proxy = ConnectProxy(engine, config, ServerContexts(authority, scratch))
-                addresses += await _listen(
-                    nursery, "CONNECT proxy", config.proxy.listen, proxy.handle_connection
-                )
-            task_status.started(addresses)
-    finally:
-        index.close()
+            addresses += await _listen(nursery, "mirror", config.mirror.listen, handle_mirror)
+        if config.proxy.listen is not None:
+            authority = load_or_create_ca(config)
+            scratch = Path(config.data_dir) / "ca"
+            scratch.mkdir(mode=0o700, exist_ok=True)
+            proxy = ConnectProxy(mirror.engine, config, ServerContexts(authority, scratch))
+            addresses += await _listen(
+                nursery, "CONNECT proxy", config.proxy.listen, proxy.handle_connection
+            )
+        task_status.started(addresses)
 
 
 async def _listen(
