@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -31,6 +32,8 @@ class Regcache:
         *,
         env: dict[str, str] | None = None,
         proxy: bool = False,
+        extra_args: tuple[str, ...] = (),
+        file_size_limit: int | None = None,
     ) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -49,7 +52,12 @@ class Regcache:
         #: Whether the CONNECT front end runs too, and its port.
         self.proxy = proxy
         self.proxy_port = 0
+        #: RLIMIT_FSIZE for the process: writes past it fail with EFBIG, the
+        #: way a full disk fails them, without filling any real disk.
+        self.file_size_limit = file_size_limit
         self.exit_code: int | None = None
+        #: More command-line flags, after the fixed ones.
+        self.extra_args = tuple(extra_args)
 
     def start(self) -> Regcache:
         """Start regcache and wait until the mirror listens."""
@@ -68,10 +76,12 @@ class Regcache:
                 "127.0.0.1:0" if self.proxy else "",
                 "--log-level",
                 "debug",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,
+            preexec_fn=self._limits if self.file_size_limit else None,  # noqa: PLW1509
         )
         log.close()
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -88,6 +98,11 @@ class Regcache:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"regcache did not start listening:\n{self.log()}")
+
+    def _limits(self) -> None:
+        assert self.file_size_limit is not None
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size_limit, self.file_size_limit))
 
     def stop(self) -> int | None:
         """SIGTERM, then wait; kill only if it does not exit. Returns the exit code."""

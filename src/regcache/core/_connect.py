@@ -19,8 +19,10 @@ from ._reference import RegistryMap
 #: A CONNECT target longer than this is no host:port.
 MAX_CONNECT_TARGET = 300
 
-#: The port TLS registries listen on; ``host`` and ``host:443`` are one.
+#: The default ports: a registry configured as ``https://host`` (or
+#: ``http://host``) is ``host:443`` (``host:80``) to a proxy client.
 HTTPS_PORT = 443
+HTTP_PORT = 80
 
 
 @attrs.frozen
@@ -100,7 +102,7 @@ def classify_connect(
     """
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     registry = registry_map.lookup(authority)
-    if registry is None and port == HTTPS_PORT:
+    if registry is None and port in (HTTPS_PORT, HTTP_PORT):
         registry = registry_map.lookup(host)
     if registry is not None:
         return Intercept(registry, host, port)

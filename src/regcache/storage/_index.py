@@ -13,6 +13,7 @@ under a lock is plenty for the few small rows a request touches.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -41,6 +42,16 @@ CREATE TABLE IF NOT EXISTS tags (
     validated_at REAL NOT NULL,
     index_admitted INTEGER NOT NULL,
     PRIMARY KEY (registry, repository, tag)
+);
+CREATE TABLE IF NOT EXISTS blobs (
+    digest TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    last_access REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS blobs_by_access ON blobs (last_access);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS access (
     registry TEXT NOT NULL,
@@ -83,6 +94,18 @@ class MetadataIndex:
         """Close the database."""
         with self._lock:
             self._db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # The connection is in autocommit mode; several statements that must
+        # land together get an explicit transaction. Caller holds the lock.
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _run(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._lock:
@@ -167,6 +190,138 @@ class MetadataIndex:
             "DELETE FROM tags WHERE registry = ? AND repository = ? AND tag = ?",
             (registry, repository, tag),
         )
+
+    # -- blobs: sizes and last use, for the size limit ----------------------
+
+    def record_blob(self, digest: Digest, size: int, now: float) -> None:
+        """Account a blob (or manifest) now in the store."""
+        self._run("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)", (str(digest), size, now))
+
+    def touch_blobs(self, last_access: dict[Digest, float]) -> None:
+        """Record when blobs were last used (batched: one transaction)."""
+        if not last_access:
+            return
+        with self._lock:
+            try:
+                with self._transaction():
+                    self._db.executemany(
+                        "UPDATE blobs SET last_access = MAX(last_access, ?) WHERE digest = ?",
+                        [(when, str(digest)) for digest, when in last_access.items()],
+                    )
+            except sqlite3.Error as exc:
+                raise StorageError(f"metadata index: {exc}") from exc
+
+    def total_blob_bytes(self) -> int:
+        """The size of everything accounted in the store."""
+        rows = self._run("SELECT COALESCE(SUM(size), 0) FROM blobs")
+        return int(str(rows[0][0]))
+
+    def least_recently_used(self, limit: int) -> list[tuple[Digest, int, float]]:
+        """The ``limit`` least recently used blobs: (digest, size, last access)."""
+        rows = self._run(
+            "SELECT digest, size, last_access FROM blobs ORDER BY last_access LIMIT ?", (limit,)
+        )
+        return [(Digest.parse(str(d)), int(str(n)), float(str(t))) for d, n, t in rows]
+
+    def all_blobs(self) -> list[tuple[Digest, int, float]]:
+        """Every accounted blob: (digest, size, last access)."""
+        rows = self._run("SELECT digest, size, last_access FROM blobs ORDER BY digest")
+        return [(Digest.parse(str(d)), int(str(n)), float(str(t))) for d, n, t in rows]
+
+    def forget_blob(self, digest: Digest) -> None:
+        """Drop everything that refers to a blob that is gone from the store.
+
+        A manifest that is gone takes its tags with it: a tag must never
+        resolve to content the cache no longer has.
+        """
+        text = str(digest)
+        with self._lock:
+            try:
+                with self._transaction():
+                    self._db.execute("DELETE FROM blobs WHERE digest = ?", (text,))
+                    self._db.execute("DELETE FROM manifests WHERE digest = ?", (text,))
+                    self._db.execute("DELETE FROM tags WHERE digest = ?", (text,))
+                    self._db.execute("DELETE FROM access WHERE digest = ?", (text,))
+            except sqlite3.Error as exc:
+                raise StorageError(f"metadata index: {exc}") from exc
+
+    def tags_of(self, registry: str, repository: str) -> list[tuple[str, CachedTag]]:
+        """The cached tags of a repository."""
+        rows = self._run(
+            "SELECT tag, digest, media_type, validated_at, index_admitted FROM tags"
+            " WHERE registry = ? AND repository = ? ORDER BY tag",
+            (registry, repository),
+        )
+        return [
+            (
+                str(tag),
+                CachedTag(Digest.parse(str(d)), str(m), float(str(v)), index_admitted=bool(i)),
+            )
+            for tag, d, m, v, i in rows
+        ]
+
+    def manifests_of(self, registry: str, repository: str) -> list[ManifestEntry]:
+        """The cached manifests of a repository."""
+        rows = self._run(
+            "SELECT digest, media_type, size FROM manifests"
+            " WHERE registry = ? AND repository = ? ORDER BY digest",
+            (registry, repository),
+        )
+        return [
+            ManifestEntry(registry, repository, Digest.parse(str(d)), str(m), int(str(n)))
+            for d, m, n in rows
+        ]
+
+    def delete_repository_tag(self, registry: str, repository: str, tag: str | None) -> int:
+        """Forget one tag, or every tag and manifest entry of a repository."""
+        with self._lock:
+            try:
+                with self._transaction():
+                    if tag is not None:
+                        cursor = self._db.execute(
+                            "DELETE FROM tags WHERE registry = ? AND repository = ? AND tag = ?",
+                            (registry, repository, tag),
+                        )
+                        return cursor.rowcount
+                    count = self._db.execute(
+                        "DELETE FROM tags WHERE registry = ? AND repository = ?",
+                        (registry, repository),
+                    ).rowcount
+                    count += self._db.execute(
+                        "DELETE FROM manifests WHERE registry = ? AND repository = ?",
+                        (registry, repository),
+                    ).rowcount
+                    return count
+            except sqlite3.Error as exc:
+                raise StorageError(f"metadata index: {exc}") from exc
+
+    def unreferenced_blobs(self) -> list[Digest]:
+        """Accounted blobs that no cached manifest of any repository is known to be."""
+        rows = self._run(
+            "SELECT digest FROM blobs WHERE digest NOT IN (SELECT digest FROM manifests)"
+        )
+        return [Digest.parse(str(d)) for (d,) in rows]
+
+    # -- counters (persisted statistics) ---------------------------------
+
+    def add_counters(self, increments: dict[str, int]) -> None:
+        """Add to persisted counters (hits, misses, bytes served ...)."""
+        if not increments:
+            return
+        with self._lock:
+            try:
+                with self._transaction():
+                    self._db.executemany(
+                        "INSERT INTO counters VALUES (?, ?)"
+                        " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                        list(increments.items()),
+                    )
+            except sqlite3.Error as exc:
+                raise StorageError(f"metadata index: {exc}") from exc
+
+    def counters(self) -> dict[str, int]:
+        """Every persisted counter."""
+        return {str(n): int(str(v)) for n, v in self._run("SELECT name, value FROM counters")}
 
     # -- access confirmations --------------------------------------------
 
