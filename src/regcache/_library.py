@@ -93,7 +93,7 @@ class Mirror:
 
     async def __aenter__(self) -> Mirror:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        store = FilesystemStore(self.data_dir / "store")
+        store = FilesystemStore(self.data_dir / "store", scan=False)
         removed = store.recover()
         if removed:
             log.info("removed %d partial downloads left by an earlier run", removed)

@@ -228,3 +228,20 @@ def test_ls_stats_gc_rm_and_verify(
     # The next pull fetches it again, whole.
     with mirror:
         pull_image(mirror, images.public.repository, images.public)
+
+
+def test_after_a_crash_the_index_is_reconciled_with_the_store(
+    tmp_path: Path, relay: CountingRelay, pki: PKI, images: StandardImages
+) -> None:
+    image = images.public
+    mirror = Regcache(tmp_path / "rc", mirror_config(relay.url, pki)).start()
+    pull_image(mirror, image.repository, image)
+    mirror.stop()
+    # A clean stop: the next start trusts the index and walks nothing.
+    mirror.start()
+    assert "did not end cleanly" not in mirror.log()
+    mirror.kill()
+    store_path(mirror.data_dir, image.blobs[-1].digest).unlink()
+    with mirror:
+        assert wait_for(lambda: "1 missing entries dropped" in mirror.log()), mirror.log()[-2000:]
+        pull_image(mirror, image.repository, image)

@@ -200,6 +200,7 @@ class Engine:
         self._counters: collections.Counter[str] = collections.Counter()
         self._stored_bytes = 0
         self._upkeep_due = trio.Event()
+        self._clean_start = False
         #: How many blobs and manifests the size limit has evicted.
         self.evictions = 0
         self._nursery: trio.Nursery | None = None
@@ -242,6 +243,7 @@ class Engine:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Engine]:
         """Run the engine's background work (fetches, upkeep) for the duration of the block."""
+        self._clean_start = self.index.mark_open()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -254,6 +256,7 @@ class Engine:
             self._nursery = None
             with trio.CancelScope(shield=True):
                 self.flush_usage()
+                self.index.mark_closed()
                 for client in self.registries.values():
                     await client.aclose()
 
@@ -273,6 +276,11 @@ class Engine:
         self._stored_bytes += size
         if self._stored_bytes > self.config.cache.max_size:
             self._upkeep_due.set()
+
+    @property
+    def stored_bytes(self) -> int:
+        """The size of the store as the index accounts it (no directory walk)."""
+        return self._stored_bytes
 
     def reconcile(self) -> tuple[int, int]:
         """Make the index agree with the store, after a crash or by an operator.
@@ -304,10 +312,11 @@ class Engine:
 
     async def _upkeep(self) -> None:
         """Reconcile once; then flush usage now and then and evict past max_size."""
-        dropped, added = await trio.to_thread.run_sync(self.reconcile)
-        if dropped or added:
+        if not self._clean_start:
+            dropped, added = await trio.to_thread.run_sync(self.reconcile)
             log.info(
-                "index reconciled with the store: %d missing entries dropped, %d files accounted",
+                "the last run did not end cleanly: index reconciled with the store"
+                " (%d missing entries dropped, %d files accounted)",
                 dropped,
                 added,
             )

@@ -130,15 +130,17 @@ class FilesystemStore(BlobStore):
     """A content-addressed blob store in a directory of a local file system.
 
     Opening the store creates ``root`` (and its ``blobs/`` and ``tmp/``
-    directories) if needed and walks the committed blobs once to learn their
-    total size, so on a large cache it is worth doing in a worker thread.
+    directories) if needed and, unless ``scan=False``, walks the committed
+    blobs once to learn their total size, so on a large cache it is worth
+    doing in a worker thread. (regcache's engine keeps the size in its index
+    and opens the store with ``scan=False``.)
     It does not remove partial files left by a crash: call :meth:`recover`.
 
     Every method is safe to call from several threads at once, and several
     processes may share one root.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, scan: bool = True) -> None:
         self.root = Path(root)
         self._blobs_dir = self.root / "blobs"
         self._tmp_dir = self.root / "tmp"
@@ -149,7 +151,8 @@ class FilesystemStore(BlobStore):
                 directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
             except OSError as exc:
                 raise _storage_error(exc, f"create the store directory {directory}") from exc
-        self.rescan_size()
+        if scan:
+            self.rescan_size()
 
     def __repr__(self) -> str:
         return f"FilesystemStore({str(self.root)!r})"

@@ -319,6 +319,31 @@ class MetadataIndex:
             except sqlite3.Error as exc:
                 raise StorageError(f"metadata index: {exc}") from exc
 
+    def mark_open(self) -> bool:
+        """Note that a process opened the index; whether the last one closed it cleanly.
+
+        After an unclean end (a crash, kill -9) the index and the store may
+        disagree and need reconciling; after a clean one they do not, and the
+        store is not walked at start-up.
+        """
+        with self._lock:
+            try:
+                with self._transaction():
+                    row = self._db.execute(
+                        "SELECT value FROM counters WHERE name = 'open_processes'"
+                    ).fetchone()
+                    self._db.execute(
+                        "INSERT INTO counters VALUES ('open_processes', 1)"
+                        " ON CONFLICT(name) DO UPDATE SET value = value + 1"
+                    )
+            except sqlite3.Error as exc:
+                raise StorageError(f"metadata index: {exc}") from exc
+        return row is not None and int(row[0]) == 0
+
+    def mark_closed(self) -> None:
+        """Note a clean close (see :meth:`mark_open`)."""
+        self._run("UPDATE counters SET value = MAX(value - 1, 0) WHERE name = 'open_processes'")
+
     def counters(self) -> dict[str, int]:
         """Every persisted counter."""
         return {str(n): int(str(v)) for n, v in self._run("SELECT name, value FROM counters")}
