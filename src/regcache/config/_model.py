@@ -16,7 +16,7 @@ This module does not import cattrs: text-to-value decoding is in ``_load``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -124,57 +124,50 @@ def _check_not_negative(_: object, attribute: attrs.Attribute[float], value: flo
         raise ConfigError(attribute.name, f"must not be negative, got {value!r}")
 
 
-def _check_registry_url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    try:
-        check_url(value, allow_credentials=False, allow_path=True, what=REGISTRY_URL_MUST_BE)
-    except ConfigError as exc:
-        raise ConfigError(attribute.name, exc.reason) from None
+def _field_check(check: Callable[[str], object]) -> Callable[[object, Any, str], None]:
+    """An attrs validator running ``check`` on a value; its error names the key."""
 
-
-def _check_mirror_urls(
-    _: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]
-) -> None:
-    for index, url in enumerate(value):
+    def validate(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         try:
-            check_url(url, allow_credentials=False, allow_path=True, what=REGISTRY_URL_MUST_BE)
+            check(value)
         except ConfigError as exc:
-            raise ConfigError(f"{attribute.name}[{index}]", exc.reason) from None
+            raise ConfigError(attribute.name, exc.reason) from None
+
+    return validate
 
 
-def _check_proxy_url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not value:
-        return
-    try:
-        check_url(value, allow_credentials=True, allow_path=False, what=PROXY_URL_MUST_BE)
-    except ConfigError as exc:
-        raise ConfigError(attribute.name, exc.reason) from None
+def _each_check(
+    check: Callable[[str], object],
+) -> Callable[[object, Any, tuple[str, ...]], None]:
+    """An attrs validator running ``check`` on every item; errors name the index."""
+
+    def validate(
+        _: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]
+    ) -> None:
+        for index, item in enumerate(value):
+            try:
+                check(item)
+            except ConfigError as exc:
+                raise ConfigError(f"{attribute.name}[{index}]", exc.reason) from None
+
+    return validate
 
 
-def _check_names(
-    _: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]
-) -> None:
-    for index, name in enumerate(value):
-        try:
-            check_registry_name(name)
-        except ConfigError as exc:
-            raise ConfigError(f"{attribute.name}[{index}]", exc.reason) from None
+def _registry_url(url: str) -> None:
+    check_url(url, allow_credentials=False, allow_path=True, what=REGISTRY_URL_MUST_BE)
 
 
-def _check_registry_name(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    try:
-        check_registry_name(value)
-    except ConfigError as exc:
-        raise ConfigError(attribute.name, exc.reason) from None
+def _proxy_url(url: str) -> None:
+    if url:
+        check_url(url, allow_credentials=True, allow_path=False, what=PROXY_URL_MUST_BE)
 
 
-def _check_host_patterns(
-    _: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]
-) -> None:
-    for index, pattern in enumerate(value):
-        try:
-            check_host_pattern(pattern)
-        except ConfigError as exc:
-            raise ConfigError(f"{attribute.name}[{index}]", exc.reason) from None
+_check_registry_url = _field_check(_registry_url)
+_check_mirror_urls = _each_check(_registry_url)
+_check_proxy_url = _field_check(_proxy_url)
+_check_names = _each_check(check_registry_name)
+_check_registry_name = _field_check(check_registry_name)
+_check_host_patterns = _each_check(check_host_pattern)
 
 
 def _check_users(

@@ -163,16 +163,25 @@ def parse_duration(text: str) -> float:
 
 def duration_from_number(number: int | float | Decimal, *, original: object = None) -> float:
     """Check a number of seconds (from a TOML integer or float) and return it as a float."""
+    _check_quantity(
+        number, original, DURATION_EXPECTED, MAX_DURATION_SECONDS, "which is over a century"
+    )
+    return float(number)
+
+
+def _check_quantity(
+    number: int | float | Decimal, original: object, expected: str, maximum: int, too_big: str
+) -> None:
+    """Refuse booleans, non-finite, negative and too large quantities."""
     shown = describe_value(number if original is None else original)
     try:
         finite = Decimal(number).is_finite()
     except (InvalidOperation, ValueError, TypeError):
         finite = False
     if isinstance(number, bool) or not finite or number < 0:
-        raise ConfigError("", f"{DURATION_EXPECTED}, got {shown}")
-    if number > MAX_DURATION_SECONDS:
-        raise ConfigError("", f"{DURATION_EXPECTED}, got {shown}, which is over a century")
-    return float(number)
+        raise ConfigError("", f"{expected}, got {shown}")
+    if number > maximum:
+        raise ConfigError("", f"{expected}, got {shown}, {too_big}")
 
 
 def render_duration(seconds: float) -> str:
@@ -219,15 +228,7 @@ def parse_size(text: str) -> int:
 
 def size_from_number(number: int | float | Decimal, *, original: object = None) -> int:
     """Check a number of bytes (from a TOML integer or float) and return whole bytes."""
-    shown = describe_value(number if original is None else original)
-    try:
-        finite = Decimal(number).is_finite()
-    except (InvalidOperation, ValueError, TypeError):
-        finite = False
-    if isinstance(number, bool) or not finite or number < 0:
-        raise ConfigError("", f"{SIZE_EXPECTED}, got {shown}")
-    if number > MAX_SIZE_BYTES:
-        raise ConfigError("", f"{SIZE_EXPECTED}, got {shown}, which is over 8 EiB")
+    _check_quantity(number, original, SIZE_EXPECTED, MAX_SIZE_BYTES, "which is over 8 EiB")
     return int(number)
 
 
