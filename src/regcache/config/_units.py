@@ -22,12 +22,12 @@ a reason; the configuration codec fills in the path of the key it was reading.
 
 from __future__ import annotations
 
-import binascii
 import ipaddress
 import re
 import urllib.parse
 from decimal import Decimal, InvalidOperation
 
+from regcache.core._challenge import check_password_hash as core_check_password_hash
 from regcache.core._errors import ConfigError
 
 # A configuration value is a short token; capping its length keeps every
@@ -47,7 +47,6 @@ MAX_HOST_NAME_LENGTH = 253
 
 # Each login costs this many HMAC rounds; far above it, one request would
 # stall the server for seconds, which a typo should not be able to cause.
-MAX_PBKDF2_ITERATIONS = 100_000_000
 
 PBKDF2_SCHEME = "pbkdf2-sha256"
 PASSWORD_HASH_FORM = f"{PBKDF2_SCHEME}$<iterations>$<salt base64>$<hash base64>"
@@ -391,28 +390,10 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
-def _base64_bytes(text: str) -> bytes | None:
-    if not _BASE64_RE.fullmatch(text):
-        return None
-    try:
-        return binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True)
-    except binascii.Error:
-        return None
-
-
 def check_password_hash(text: str) -> None:
-    """Check the shape of a ``pbkdf2-sha256$<iterations>$<salt>$<hash>`` password hash.
+    """Check a ``pbkdf2-sha256$<iterations>$<salt>$<hash>`` password hash.
 
-    The reason never repeats the value: a hash is a secret too.
+    The core's decoder is the one authority on the format (the same code
+    verifies passwords later); the reason never repeats the value.
     """
-    expected = f"expected a password hash of the form {PASSWORD_HASH_FORM}"
-    parts = text.split("$") if len(text) <= MAX_VALUE_LENGTH * 4 else []
-    if len(parts) != 4 or parts[0] != PBKDF2_SCHEME:
-        raise ConfigError("", expected)
-    _, iterations, salt, digest = parts
-    if not re.fullmatch(r"[0-9]{1,10}", iterations) or not (
-        1 <= int(iterations) <= MAX_PBKDF2_ITERATIONS
-    ):
-        raise ConfigError("", f"{expected}; iterations must be 1..{MAX_PBKDF2_ITERATIONS}")
-    if not _base64_bytes(salt) or not _base64_bytes(digest):
-        raise ConfigError("", f"{expected}; salt and hash must be non-empty base64")
+    core_check_password_hash(text)
