@@ -9,7 +9,6 @@ in-flight fetch to follow. The policy decisions are the core's
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import secrets
@@ -23,7 +22,7 @@ import attrs
 import trio
 
 from regcache.config import Config, RegistryConfig
-from regcache.core import Digest, ErrorCode, RegcacheError, RemoteProtocolError, StorageError
+from regcache.core import Digest, ErrorCode, RemoteProtocolError, StorageError
 from regcache.core._auth import Scope, TokenCache
 from regcache.core._challenge import Credentials
 from regcache.core._media import MAX_MANIFEST_SIZE, OCI_INDEX, parse_manifest, upstream_accept
@@ -51,22 +50,9 @@ from ._http import (
     UpstreamTimeoutError,
 )
 from ._registry import RegistryClient, TokenFlights, principal_of
+from ._upkeep import Upkeep
 
 log = logging.getLogger("regcache.engine")
-
-#: How often access times and counters reach the index.
-UPKEEP_INTERVAL = 30.0
-
-#: Eviction runs when the store passes max_size (the high watermark) and
-#: stops at this fraction of it, so it runs in batches, not per blob.
-LOW_WATERMARK = 0.9
-
-#: Candidates read per eviction run; ample for a batch down to the low mark.
-EVICTION_SCAN = 100_000
-
-#: Cache outcomes that served stored content, and those that went upstream.
-_FROM_CACHE = frozenset({"hit", "stale", "revalidated"})
-_FROM_UPSTREAM = frozenset({"miss", "joined", "upstream"})
 
 #: Largest tags list or referrers answer relayed (they are paginated upstream).
 MAX_LISTING = 16 * 1024 * 1024
@@ -194,15 +180,13 @@ class Engine:
         self.registry_map = registry_map
         self._clock = clock
         self._fetches: dict[Digest, BlobFetch] = {}
-        # Usage gathered in memory and flushed by the upkeep task: a cache
-        # hit costs a dict update, not a disk write.
-        self._last_access: dict[Digest, float] = {}
-        self._counters: collections.Counter[str] = collections.Counter()
-        self._stored_bytes = 0
-        self._upkeep_due = trio.Event()
-        self._clean_start = False
-        #: How many blobs and manifests the size limit has evicted.
-        self.evictions = 0
+        self.upkeep = Upkeep(
+            index,
+            store,
+            max_size=config.cache.max_size,
+            in_flight=self._fetches.__contains__,
+            clock=clock,
+        )
         self._nursery: trio.Nursery | None = None
         self._principal_key = _principal_key(Path(config.data_dir))
         self._tokens = TokenCache()
@@ -243,11 +227,11 @@ class Engine:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Engine]:
         """Run the engine's background work (fetches, upkeep) for the duration of the block."""
-        self._clean_start = self.index.mark_open()
+        clean_start = self.index.mark_open()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._upkeep)
+                nursery.start_soon(self.upkeep.run, clean_start)
                 try:
                     yield self
                 finally:
@@ -255,115 +239,32 @@ class Engine:
         finally:
             self._nursery = None
             with trio.CancelScope(shield=True):
-                self.flush_usage()
+                self.upkeep.flush()
                 self.index.mark_closed()
                 for client in self.registries.values():
                     await client.aclose()
 
-    # -- usage and the size limit ---------------------------------------------
+    # -- usage and the size limit (see _upkeep) --------------------------------
 
-    def _note_use(self, digest: Digest, cache: str, served_bytes: int) -> None:
-        """Remember a use of cached content, cheaply: no disk write per request."""
-        if cache in _FROM_CACHE:
-            self._last_access[digest] = self._clock()
-            self._counters["bytes_from_cache"] += served_bytes
-        elif cache in _FROM_UPSTREAM:
-            self._counters["bytes_from_upstream"] += served_bytes
-        self._counters[f"requests_{cache}"] += 1
-
-    def _committed(self, digest: Digest, size: int) -> None:
-        self.index.record_blob(digest, size, self._clock())
-        self._stored_bytes += size
-        if self._stored_bytes > self.config.cache.max_size:
-            self._upkeep_due.set()
+    @property
+    def evictions(self) -> int:
+        """How many blobs and manifests the size limit has evicted."""
+        return self.upkeep.evictions
 
     @property
     def stored_bytes(self) -> int:
         """The size of the store as the index accounts it (no directory walk)."""
-        return self._stored_bytes
-
-    def reconcile(self) -> tuple[int, int]:
-        """Make the index agree with the store, after a crash or by an operator.
-
-        Index entries whose file is missing are dropped (with the tags and
-        manifests that refer to them); files the index does not account (a
-        crash between commit and accounting) are accounted. Blocking: run it
-        in a worker thread. Returns (dropped, added).
-        """
-        # The index first: a blob committed during the walk is then in
-        # `stored` (files appear before they are accounted), never dropped.
-        known = {digest for digest, _, _ in self.index.all_blobs()}
-        stored = {info.digest: info.size for info in self.store.iter_blobs()}
-        dropped = 0
-        for digest in known - stored.keys():
-            self.index.forget_blob(digest)
-            dropped += 1
-        now = self._clock()
-        for digest in stored.keys() - known:
-            self.index.record_blob(digest, stored[digest], now)
-        return dropped, len(stored.keys() - known)
-
-    def flush_usage(self) -> None:
-        """Write the access times and counters gathered in memory to the index."""
-        last_access, self._last_access = self._last_access, {}
-        counters, self._counters = self._counters, collections.Counter()
-        self.index.touch_blobs(last_access)
-        self.index.add_counters(dict(counters))
-
-    async def _upkeep(self) -> None:
-        """Reconcile once; then flush usage now and then and evict past max_size."""
-        if not self._clean_start:
-            dropped, added = await trio.to_thread.run_sync(self.reconcile)
-            log.info(
-                "the last run did not end cleanly: index reconciled with the store"
-                " (%d missing entries dropped, %d files accounted)",
-                dropped,
-                added,
-            )
-        self._stored_bytes = self.index.total_blob_bytes()
-        if self._stored_bytes > self.config.cache.max_size:
-            self._upkeep_due.set()
-        while True:
-            with trio.move_on_after(UPKEEP_INTERVAL):
-                await self._upkeep_due.wait()
-            self._upkeep_due = trio.Event()
-            try:
-                self.flush_usage()
-                if self._stored_bytes > self.config.cache.max_size:
-                    await self.evict()
-            except RegcacheError as exc:
-                log.error("cache upkeep failed: %s", exc)  # noqa: TRY400 - says it all
+        return self.upkeep.stored_bytes
 
     async def evict(self, *, dry_run: bool = False) -> list[tuple[Digest, int]]:
-        """Evict least recently used content until the store is under the low watermark.
+        """Evict least recently used content now (see :meth:`Upkeep.evict`)."""
+        return await self.upkeep.evict(dry_run=dry_run)
 
-        Content being fetched is never chosen (it is not in the store yet); a
-        blob being sent stays readable to that client, whose open file keeps
-        its bytes. Returns what was (or, with ``dry_run``, would be) evicted.
-        """
-        self.flush_usage()
-        total = self.index.total_blob_bytes()
-        target = int(self.config.cache.max_size * LOW_WATERMARK)
-        chosen: list[tuple[Digest, int]] = []
-        if total <= self.config.cache.max_size and not dry_run:
-            self._stored_bytes = total
-            return chosen
-        for digest, size, _ in self.index.least_recently_used(EVICTION_SCAN):
-            if total <= target:
-                break
-            if digest in self._fetches:
-                continue
-            chosen.append((digest, size))
-            total -= size
-        if dry_run:
-            return chosen
-        for digest, size in chosen:
-            await trio.to_thread.run_sync(self.store.delete, digest)
-            self.index.forget_blob(digest)
-            self.evictions += 1
-            log.info("evicted %s (%d bytes) to stay under max_size", digest, size)
-        self._stored_bytes = self.index.total_blob_bytes()
-        return chosen
+    def token_hosts(self) -> dict[str, str]:
+        """Token realm hosts the upstreams named so far -> the registry they serve."""
+        return {
+            host: name for name, client in self.registries.items() for host in client.realm_hosts()
+        }
 
     def registry(self, name: str, credentials: Credentials | None = None) -> RegistryClient:
         """The client for a registry, acting for ``credentials`` where that applies.
@@ -479,7 +380,7 @@ class Engine:
             answer = await self._manifest_by_digest(client, route, route.reference, accept_values)
         else:
             answer = await self._manifest_by_tag(client, route, route.reference, accept_values)
-        self._note_use(answer.digest, answer.cache, 0)
+        self.upkeep.note_use(answer.digest, answer.cache, 0)
         return answer
 
     async def _manifest_by_digest(
@@ -704,7 +605,7 @@ class Engine:
                 writer.commit(len(content))
 
         await trio.to_thread.run_sync(write)
-        self._committed(digest, len(content))
+        self.upkeep.committed(digest, len(content))
 
     # -- blobs ------------------------------------------------------------
 
@@ -718,7 +619,7 @@ class Engine:
         answer = await self._blob(route, range_header, credentials)
         if not route.head:
             served = answer.size if answer.byte_range is None else answer.byte_range.length
-            self._note_use(answer.digest, answer.cache, served)
+            self.upkeep.note_use(answer.digest, answer.cache, served)
         return answer
 
     async def _blob(
@@ -812,7 +713,7 @@ class Engine:
             finally:
                 self._fetches.pop(digest, None)
                 if fetch.state is FetchState.COMMITTED:
-                    self._committed(digest, fetch.written)
+                    self.upkeep.committed(digest, fetch.written)
                     log.info(
                         "%s: cached %s/%s (%d bytes)",
                         client.name,

@@ -15,23 +15,51 @@ carry credentials in their queries).
 
 from __future__ import annotations
 
-import base64
-import ipaddress
 import logging
 import select
 import ssl
-import string
-import urllib.parse
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import ClassVar, Final, Protocol
+from typing import Final, Protocol
 
 import attrs
 import h11
 import trio
 
 from regcache import __version__
-from regcache.core._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from regcache._streams import PrefixedStream
+from regcache.core._errors import LocalProtocolError
+
+from ._url import (
+    Origin,
+    UpstreamConnectError,
+    UpstreamConnectTimeoutError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeoutError,
+    _PoolKey,
+    _Proxy,
+    _truncated,
+    parse_url,
+    resolve_location,
+)
+
+__all__ = [
+    "DEFAULT_MAX_HEADER_BYTES",
+    "IDEMPOTENT_METHODS",
+    "RECEIVE_CHUNK_BYTES",
+    "USER_AGENT",
+    "HttpClient",
+    "Origin",
+    "UpstreamConnectError",
+    "UpstreamConnectTimeoutError",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamResponse",
+    "UpstreamTimeoutError",
+    "parse_url",
+    "resolve_location",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +75,6 @@ DEFAULT_MAX_HEADER_BYTES: Final = 128 * 1024
 # 1xx answers skipped before a final response: a peer sending them forever
 # would otherwise hold a request open past every timeout.
 MAX_INFORMATIONAL_RESPONSES: Final = 16
-# Longest text taken over from a foreign exception into a message: peers
-# control some of it, and messages end up in logs and error bodies.
-MAX_REASON_CHARS: Final = 200
 
 # Methods that may be replayed on a fresh connection when a pooled one turns
 # out to have been closed by the server before it answered (RFC 9110 9.2.2).
@@ -57,189 +82,6 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD"})
 # Methods whose requests carry Content-Length even when the body is empty;
 # some servers answer 411 otherwise.
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-_HOST_CHARS: Final = frozenset(string.ascii_lowercase + string.digits + "-._")
-# Printable ASCII but space: kept as is in a request target; anything else
-# (controls, space, non-ASCII) is percent-encoded as UTF-8.
-_TARGET_SAFE: Final = "".join(chr(c) for c in range(0x21, 0x7F))
-
-
-class UpstreamError(RemoteProtocolError):
-    """An upstream could not be reached or answered badly; answered with 502."""
-
-    default_status: ClassVar[int] = 502
-
-    def __init__(self, message: str, *, origin: Origin | None = None) -> None:
-        self.origin = origin
-        super().__init__(ErrorCode.UPSTREAM_ERROR, message, status=self.default_status)
-
-
-class UpstreamConnectError(UpstreamError):
-    """No connection to the upstream: DNS, refused, proxy refusal or TLS handshake."""
-
-
-class UpstreamTimeoutError(UpstreamError):
-    """The upstream did not connect, accept or answer in time; answered with 504."""
-
-    default_status: ClassVar[int] = 504
-
-
-class UpstreamConnectTimeoutError(UpstreamConnectError, UpstreamTimeoutError):
-    """Connecting (TCP, proxy CONNECT and TLS together) took longer than allowed."""
-
-
-class UpstreamProtocolError(UpstreamError):
-    """The upstream broke HTTP/1.1: malformed or oversized response, or closed mid-way."""
-
-
-@attrs.frozen
-class Origin:
-    """Scheme, host and port: the unit of connection reuse (RFC 6454 section 4).
-
-    ``host`` is lower-case, without IPv6 brackets.
-    """
-
-    scheme: str
-    host: str
-    port: int
-
-    @classmethod
-    def from_url(cls, url: str) -> Origin:
-        """The origin of an ``http`` or ``https`` URL."""
-        return parse_url(url)[0]
-
-    @property
-    def host_port(self) -> str:
-        """``host:port`` with the port always present, IPv6 hosts bracketed."""
-        return f"{_bracketed(self.host)}:{self.port}"
-
-    @property
-    def authority(self) -> str:
-        """The Host header value: the port only when it is not the scheme's default."""
-        if self.port == _DEFAULT_PORTS.get(self.scheme):
-            return _bracketed(self.host)
-        return self.host_port
-
-    def __str__(self) -> str:
-        return f"{self.scheme}://{self.authority}"
-
-
-def _bracketed(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def parse_url(url: str) -> tuple[Origin, str]:
-    """Split an ``http(s)`` URL into its origin and request target (path and query).
-
-    The target is ``/`` when the path is empty; userinfo and fragment are
-    dropped; spaces, controls and non-ASCII in the target are percent-encoded.
-    Raises :class:`UpstreamProtocolError` for anything else (URLs mostly come
-    from upstream answers: ``Location`` headers and token realms).
-    """
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-        hostname = parts.hostname
-    except ValueError as exc:
-        raise UpstreamProtocolError(f"invalid URL: {_truncated(str(exc))}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
-        raise UpstreamProtocolError(f"unsupported URL scheme {_truncated(scheme)!r}")
-    host = _normalise_host(hostname or "")
-    if port == 0:
-        raise UpstreamProtocolError(f"invalid port 0 in URL for {host}")
-    origin = Origin(scheme, host, port if port is not None else _DEFAULT_PORTS[scheme])
-    target = parts.path or "/"
-    if parts.query:
-        target = f"{target}?{parts.query}"
-    if not target.startswith("/"):
-        raise UpstreamProtocolError(f"URL for {origin.host_port} has a relative path")
-    return origin, urllib.parse.quote(target, safe=_TARGET_SAFE)
-
-
-def _normalise_host(host: str) -> str:
-    if not host:
-        raise UpstreamProtocolError("URL has no host")
-    if ":" in host:
-        try:
-            return str(ipaddress.IPv6Address(host))
-        except ValueError:
-            raise UpstreamProtocolError(f"invalid IPv6 host {_truncated(host)!r}") from None
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise UpstreamProtocolError(f"invalid host name {_truncated(host)!r}") from None
-    labels = host.split(".")
-    if labels[-1] == "":  # a fully qualified name's trailing dot
-        labels.pop()
-    if (
-        not labels
-        or not _HOST_CHARS.issuperset(host)
-        or any(not 0 < len(label) < 64 for label in labels)
-    ):
-        raise UpstreamProtocolError(f"invalid host name {_truncated(host)!r}")
-    return host
-
-
-def resolve_location(base_url: str, location: str) -> str:
-    """Resolve a ``Location`` header against the URL of the request that got it.
-
-    Handles absolute, path-relative, path-absolute (Google Artifact Registry
-    sends ``/artifacts-downloads/...``) and protocol-relative (``//host/x``)
-    references, per RFC 3986 section 5.2. The result is checked with
-    :func:`parse_url`.
-    """
-    reference = location.strip()
-    if not reference:
-        raise UpstreamProtocolError("empty Location header")
-    try:
-        resolved = urllib.parse.urljoin(base_url, reference)
-    except ValueError:
-        raise UpstreamProtocolError("invalid Location header") from None
-    parse_url(resolved)
-    return resolved
-
-
-@attrs.frozen
-class _Proxy:
-    """An egress proxy reached with CONNECT."""
-
-    host: str
-    port: int
-    # The Proxy-Authorization value: a credential, kept out of reprs.
-    authorization: str | None = attrs.field(default=None, repr=False)
-
-    @classmethod
-    def parse(cls, proxy_url: str) -> _Proxy:
-        try:
-            parts = urllib.parse.urlsplit(proxy_url)
-            scheme, hostname, port = parts.scheme.lower(), parts.hostname, parts.port
-        except ValueError:
-            scheme, hostname, port = "", None, None
-        if scheme != "http" or not hostname or port == 0:
-            # The URL may hold a password: do not echo it.
-            raise LocalProtocolError(
-                "an egress proxy URL must look like http://[user:pass@]host:port"
-            )
-        authorization = None
-        if parts.username is not None:
-            user = urllib.parse.unquote(parts.username)
-            password = urllib.parse.unquote(parts.password or "")
-            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-            authorization = f"Basic {token}"
-        return cls(hostname, port or 80, authorization)
-
-    @property
-    def host_port(self) -> str:
-        return f"{_bracketed(self.host)}:{self.port}"
-
-
-_PoolKey = tuple[Origin, _Proxy | None]
-
-
-def _truncated(text: str) -> str:
-    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "..."
 
 
 def _describe(exc: BaseException) -> str:
@@ -268,35 +110,6 @@ def _describe(exc: BaseException) -> str:
 
 
 _NETWORK_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-
-
-class _PrefixedStream(trio.abc.Stream):
-    """A stream that first returns bytes already read from it (after CONNECT)."""
-
-    def __init__(self, transport_stream: trio.abc.Stream, prefix: bytes) -> None:
-        self.transport_stream = transport_stream
-        self._prefix = prefix
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._prefix:
-            await trio.lowlevel.checkpoint()
-            size = len(self._prefix) if max_bytes is None else max_bytes
-            data, self._prefix = self._prefix[:size], self._prefix[size:]
-            return data
-        return await self.transport_stream.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.transport_stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.transport_stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self.transport_stream.aclose()
-
-    @property
-    def has_prefix(self) -> bool:
-        return bool(self._prefix)
 
 
 @attrs.define(eq=False)
@@ -407,7 +220,7 @@ class _Connection:
         """True when an idle connection has something to read: EOF, a reset or stray bytes."""
         stream = self.stream
         while True:
-            if isinstance(stream, _PrefixedStream) and stream.has_prefix:
+            if isinstance(stream, PrefixedStream) and stream.has_prefix:
                 return True
             inner = getattr(stream, "transport_stream", None)
             if not isinstance(inner, trio.abc.Stream):
@@ -847,7 +660,7 @@ class HttpClient:
         # A 2xx switches the connection to the tunnel; bytes h11 read past the
         # response already belong to the origin.
         leftover, _closed = protocol.trailing_data
-        return _PrefixedStream(stream, leftover) if leftover else stream
+        return PrefixedStream(stream, leftover) if leftover else stream
 
     async def _start_tls(
         self, stream: trio.abc.Stream, origin: Origin, via: str
