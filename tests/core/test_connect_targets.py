@@ -92,3 +92,18 @@ def test_random_targets_raise_only_our_errors(target: str) -> None:
     except RegcacheError:
         return
     assert 0 < port < 65536 and host
+
+
+def test_token_realm_hosts_of_configured_registries_are_logins() -> None:
+    from regcache.core._connect import Login
+
+    assert classify_connect("auth.docker.io", 443, REGISTRIES, tunnel_allowed=False) == Login(
+        "docker.io", "auth.docker.io", 443
+    )
+    # gitlab.com serves registry.gitlab.com, which is not configured here.
+    assert isinstance(classify_connect("gitlab.com", 443, REGISTRIES, tunnel_allowed=False), Refuse)
+    learned = {"token.example:8443": "ghcr.io"}
+    decision = classify_connect(
+        "token.example", 8443, REGISTRIES, tunnel_allowed=False, token_hosts=learned
+    )
+    assert decision == Login("ghcr.io", "token.example", 8443)

@@ -272,3 +272,42 @@ def test_setup_script_refuses_a_hostile_host_header(regcache: Regcache) -> None:
     ).stdout.decode()
     assert "rm -rf" not in script
     assert json.dumps("x") not in script
+
+
+def test_the_upstream_token_realm_is_answered_for_the_registry(
+    regcache: Regcache, images: StandardImages, tmp_path: Path, token_issuer: object
+) -> None:
+    """A client that goes to the upstream's realm (learned before it used the
+    proxy) gets a login from regcache that the registry host accepts."""
+    skopeo = proxied_skopeo(tmp_path, regcache)
+    copy(skopeo, images.public.reference, tmp_path / "warm")  # regcache learns the realm
+    realm = token_issuer.realm  # type: ignore[attr-defined]
+    upstream_logins = token_issuer.request_count  # type: ignore[attr-defined]
+    base = ["curl", "-sS", "--cacert", str(regcache.ca_file), "-x", regcache.proxy_url]
+    token_answer = subprocess.run(
+        [*base, f"{realm}?service=x&scope=repository:public/app:pull"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    token = json.loads(token_answer.stdout)["token"]
+    ping = subprocess.run(
+        [
+            *base,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            f"Authorization: Bearer {token}",
+            f"https://{NAME}/v2/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert ping.stdout == "200", ping.stderr
+    # The login never reached the upstream's realm.
+    assert token_issuer.request_count == upstream_logins  # type: ignore[attr-defined]

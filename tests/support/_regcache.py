@@ -81,7 +81,7 @@ class Regcache:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,
-            preexec_fn=self._limits if self.file_size_limit else None,  # noqa: PLW1509
+            preexec_fn=self._limits if self.file_size_limit else None,
         )
         log.close()
         deadline = time.monotonic() + STARTUP_TIMEOUT

@@ -10,6 +10,7 @@ anything else is refused with a message that says how to allow it.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 
 import attrs
 
@@ -35,6 +36,20 @@ class Intercept:
 
 
 @attrs.frozen
+class Login:
+    """Terminate TLS for a token realm host of ``registry`` and answer logins there.
+
+    Clients reach an upstream's token realm (``auth.docker.io``) when they
+    learned it before they used the proxy; regcache answers for the registry,
+    so it answers its realm too, with tokens the registry host accepts.
+    """
+
+    registry: str
+    host: str
+    port: int
+
+
+@attrs.frozen
 class Tunnel:
     """Pass the bytes through to ``host``:``port`` uninspected."""
 
@@ -51,7 +66,12 @@ class Refuse:
     reason: str
 
 
-ConnectDecision = Intercept | Tunnel | Refuse
+ConnectDecision = Intercept | Login | Tunnel | Refuse
+
+#: Token realm hosts of well-known registries that live on another host than
+#: the registry's API (/work/shared/REGISTRIES.md §5); more are learned from
+#: the challenges the upstreams send.
+WELL_KNOWN_TOKEN_HOSTS = {"auth.docker.io": "docker.io", "gitlab.com": "registry.gitlab.com"}
 
 
 def parse_connect_target(target: str) -> tuple[str, int]:
@@ -92,13 +112,21 @@ def _bad_target(target: str) -> RemoteProtocolError:
 
 
 def classify_connect(
-    host: str, port: int, registry_map: RegistryMap, *, tunnel_allowed: bool
+    host: str,
+    port: int,
+    registry_map: RegistryMap,
+    *,
+    tunnel_allowed: bool,
+    token_hosts: Mapping[str, str] | None = None,
 ) -> ConnectDecision:
     """Decide what to do with ``CONNECT host:port``.
 
     ``tunnel_allowed`` says whether the target matches a ``[proxy] tunnel``
     pattern (matching lives with the configuration). Registries win over
-    tunnels: a registry listed in both is still cached.
+    tunnels: a registry listed in both is still cached. ``token_hosts`` maps
+    token realm hosts (``host`` for port 443, else ``host:port``) to the
+    configured registry they serve; :data:`WELL_KNOWN_TOKEN_HOSTS` are
+    included for the registries that are configured.
     """
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     registry = registry_map.lookup(authority)
@@ -106,6 +134,15 @@ def classify_connect(
         registry = registry_map.lookup(host)
     if registry is not None:
         return Intercept(registry, host, port)
+    logins = {
+        name: target
+        for name, target in WELL_KNOWN_TOKEN_HOSTS.items()
+        if target in registry_map.registries
+    }
+    logins.update(token_hosts or {})
+    login_registry = logins.get(authority) or (logins.get(host) if port == HTTPS_PORT else None)
+    if login_registry is not None:
+        return Login(login_registry, host, port)
     if tunnel_allowed:
         return Tunnel(host, port)
     return Refuse(

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import attrs
 import trio
 
+from regcache import _metrics
 from regcache.core import AuthError, ErrorCode, RemoteProtocolError
 from regcache.core._auth import (
     MAX_TOKEN_RESPONSE_SIZE,
@@ -150,6 +151,19 @@ class RegistryClient:
         """Close the pooled upstream connections."""
         await self.http.aclose()
 
+    def realm_hosts(self) -> set[str]:
+        """Hosts of the token realms this registry's challenges named.
+
+        ``host`` for port 443, else ``host:port``: the way a CONNECT names them.
+        """
+        hosts = set()
+        for state in self._auth_states.values():
+            realm = state.challenge.realm if state.challenge is not None else None
+            if realm:
+                origin = Origin.from_url(realm)
+                hosts.add(origin.host if origin.port == 443 else f"{origin.host}:{origin.port}")
+        return hosts
+
     def acting_as(self, credentials: Credentials, principal: str) -> RegistryClient:
         """A client for the same registry that authenticates with ``credentials``.
 
@@ -175,6 +189,22 @@ class RegistryClient:
         reached or answers 5xx or 429; the last URL's answer is returned
         whatever it is. Connection errors of the last URL are raised.
         """
+        started = time.monotonic()
+        status = "error"
+        try:
+            response = await self._request(method, path, scopes, headers)
+            status = str(response.status)
+            return response
+        finally:
+            _metrics.record_upstream(self.name, status, time.monotonic() - started)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        scopes: Sequence[Scope],
+        headers: Sequence[tuple[str, str]],
+    ) -> UpstreamResponse:
         for index, base_url in enumerate(self.base_urls):
             last = index == len(self.base_urls) - 1
             try:
@@ -269,6 +299,7 @@ class RegistryClient:
 
         async def run() -> TokenAnswer:
             log.debug("%s: fetching a token from %s", self.name, url.split("?")[0])
+            _metrics.record_token_fetch(self.name)
             response = await self.http.request("GET", url, command.headers())
             async with response:
                 body = await response.read_all(MAX_TOKEN_RESPONSE_SIZE)

@@ -2,7 +2,7 @@
 
 Nodes point ``HTTPS_PROXY`` at regcache. ``CONNECT`` to a configured registry
 is intercepted: regcache answers 200, terminates TLS with a leaf minted for
-the host the client asked for (its SNI name, else the CONNECT host), and
+the host named in the CONNECT request (clients send the same name as SNI), and
 serves the registry API from the same engine and cache as the mirror. A
 target listed in ``[proxy] tunnel`` is passed through as bytes; anything else
 is refused (never an open proxy). Plain requests serve ``/ca.crt``,
@@ -30,13 +30,21 @@ import attrs
 import h11
 import trio
 
+from regcache._streams import PrefixedStream
 from regcache.config import Config, host_pattern_matches
 from regcache.core import ErrorCode, RegcacheError, RemoteProtocolError, error_body
-from regcache.core._connect import Intercept, Refuse, Tunnel, classify_connect, parse_connect_target
+from regcache.core._connect import (
+    Intercept,
+    Login,
+    Refuse,
+    Tunnel,
+    classify_connect,
+    parse_connect_target,
+)
 from regcache.engine import Engine
 
 from ._mirror import MirrorApp
-from ._server import SERVER_NAME, Reply, Request, serve_http
+from ._server import SERVER_NAME, Handler, Reply, Request, serve_http
 from ._tls import ServerContexts
 from ._users import ClientUsers
 
@@ -60,30 +68,6 @@ SETUP_NO_PROXY = (
 # A Host header fit to be pasted into a shell script run as root: a host
 # name or IP literal and an optional port, nothing else.
 _SAFE_HOST = re.compile(r"\A(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?\Z")
-
-
-class _PrefixedStream(trio.abc.Stream):
-    """A stream that first yields bytes already read past the CONNECT request."""
-
-    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
-        self._stream = stream
-        self._prefix = prefix
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._prefix:
-            size = len(self._prefix) if max_bytes is None else max_bytes
-            chunk, self._prefix = self._prefix[:size], self._prefix[size:]
-            return chunk
-        return await self._stream.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 @attrs.define
@@ -173,18 +157,36 @@ class ConnectProxy:
             host_pattern_matches(pattern, host, port) for pattern in self.config.proxy.tunnel
         )
         decision = classify_connect(
-            host, port, self.engine.registry_map, tunnel_allowed=tunnel_allowed
+            host,
+            port,
+            self.engine.registry_map,
+            tunnel_allowed=tunnel_allowed,
+            token_hosts=self.engine.token_hosts(),
         )
         if isinstance(decision, Refuse):
             log.warning("%s: refused CONNECT %s:%d", request.client, host, port)
             await _answer(conn, stream, _text_reply(403, decision.reason))
         elif isinstance(decision, Tunnel):
             await self._tunnel(conn, stream, request, decision)
+        elif isinstance(decision, Login):
+            await self._intercept(conn, stream, request, decision, self._answer_login)
         else:
-            await self._intercept(conn, stream, request, decision)
+            await self._intercept(conn, stream, request, decision, self.app.handle)
+
+    async def _answer_login(self, request: Request) -> Reply:
+        """Any GET on an intercepted token realm host is a login (see core Login)."""
+        if request.method != "GET":
+            return _text_reply(405, "this host only answers registry logins (GET)\n")
+        body = self.app.logins.issue(request.header("authorization"))
+        return Reply(200, (("Content-Type", "application/json"),), body)
 
     async def _intercept(
-        self, conn: h11.Connection, stream: trio.abc.Stream, request: Request, target: Intercept
+        self,
+        conn: h11.Connection,
+        stream: trio.abc.Stream,
+        request: Request,
+        target: Intercept | Login,
+        handler: Handler,
     ) -> None:
         try:
             context = self.contexts.context_for(target.host)
@@ -194,7 +196,7 @@ class ConnectProxy:
         await stream.send_all(conn.send(h11.Response(status_code=200, headers=[])))
         leftover, _ = conn.trailing_data
         tls = trio.SSLStream(
-            _PrefixedStream(stream, bytes(leftover)),
+            PrefixedStream(stream, bytes(leftover)),
             context,
             server_side=True,
             https_compatible=True,
@@ -213,7 +215,7 @@ class ConnectProxy:
             return
         log.debug("%s: intercepting %s for %s", request.client, target.host, target.registry)
         authority = f"{target.host}:{target.port}"
-        await serve_http(tls, self.app.handle, client=request.client, host=authority)
+        await serve_http(tls, handler, client=request.client, host=authority)
 
     async def _tunnel(
         self, conn: h11.Connection, stream: trio.abc.Stream, request: Request, target: Tunnel

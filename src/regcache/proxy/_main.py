@@ -3,11 +3,18 @@
 Command-line flags are applied as ``REGCACHE_`` overrides, so a flag, an
 environment variable and a key in the file go through one parser and one set
 of error messages.
+
+Logs go to standard error, as text (``--log-format text``, the default) or
+as one JSON object per line (``--log-format json``) with ``time``, ``level``,
+``logger`` and ``message``, plus, for access lines, ``client``, ``method``,
+``target``, ``registry``, ``status``, ``bytes``, ``cache`` and ``ms``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import logging
 import os
 import signal
@@ -18,7 +25,6 @@ from pathlib import Path
 import trio
 
 from regcache import __version__
-from regcache._library import Mirror
 from regcache.config import Config, ListenAddress, dump_config, load_config
 from regcache.core import ConfigError, RegcacheError
 
@@ -59,6 +65,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="text lines (default) or one JSON object per line",
+    )
+    parser.add_argument(
         "--print-config",
         action="store_true",
         help="print the configuration in effect (secrets redacted) and exit",
@@ -88,6 +100,8 @@ async def serve(
     config: Config, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run the configured front ends until cancelled."""
+    from regcache._library import Mirror  # the library builds on this package
+
     log.info(
         "regcache %s, data in %s, registries: %s",
         __version__,
@@ -152,11 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.print_config:
         print(dump_config(config), end="")
         return 0
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log_level, args.log_format)
     try:
         trio.run(_run_until_signalled, config)
     except (RegcacheError, OSError, ExceptionGroup) as exc:
@@ -166,6 +176,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot run: %s", reason)  # noqa: TRY400 - the message says it all
         return 1
     return 0
+
+
+TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+#: Attributes of a log record that JsonFormatter adds as fields.
+_STRUCTURED_FIELDS = ("access",)
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a log record as one line of JSON.
+
+    Fields: ``time`` (UTC, RFC 3339 with milliseconds), ``level``, ``logger``,
+    ``message``, the fields of a record's ``access`` mapping (the access log
+    passes them in ``extra``), and ``exception`` with the traceback if any.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as a JSON object on one line."""
+        created = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+        entry: dict[str, object] = {
+            "time": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in _STRUCTURED_FIELDS:
+            fields = getattr(record, name, None)
+            if isinstance(fields, dict):
+                for key, value in fields.items():
+                    entry.setdefault(str(key), value)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        # default=str: a value json cannot encode must not lose the line.
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Send logs to standard error at ``level``, as ``text`` or ``json`` lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+        # Warnings become log records, so every line of the stream is JSON.
+        logging.captureWarnings(True)
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_LOG_FORMAT))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 def _start_failure(exc: BaseException) -> BaseException | None:

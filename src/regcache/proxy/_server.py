@@ -16,11 +16,13 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import BinaryIO
 
 import attrs
 import h11
 import trio
 
+from regcache._metrics import record_request
 from regcache.core import ErrorCode, RegcacheError, RemoteProtocolError, error_body
 
 log = logging.getLogger("regcache.access")
@@ -81,11 +83,18 @@ class Request:
 
 @attrs.frozen
 class FileBody:
-    """A byte region of a file, sent zero-copy where the stream allows."""
+    """A byte region of a file, sent zero-copy where the stream allows.
+
+    The file is opened before the response head is sent, and an open file
+    keeps its bytes readable even if the cache evicts the blob meanwhile.
+    ``file``, when given, is already open on ``path`` and is used (and
+    closed) instead.
+    """
 
     path: str
     offset: int
     length: int
+    file: BinaryIO | None = attrs.field(default=None, eq=False)
 
 
 #: Writes a body through the callable it is given; raising cuts the connection.
@@ -112,6 +121,9 @@ class Reply:
     cache: str = "-"
     #: The Content-Length a HEAD answer announces (it sends no body).
     content_length: int | None = None
+    #: For the metrics: what kind of request this answers (``manifest``,
+    #: ``blob``, ...; see :data:`regcache._metrics.ROUTE_KINDS`).
+    route: str = "other"
 
     @property
     def length(self) -> int:
@@ -185,17 +197,10 @@ async def serve_http(
             try:
                 sent = await _send_reply(conn, stream, reply, head=request.method == "HEAD")
             finally:
-                log.info(
-                    "%s %s %s %s %d %d %s %.1fms",
-                    client,
-                    request.method,
-                    request.target[:300],
-                    reply.registry,
-                    reply.status,
-                    sent,
-                    reply.cache,
-                    (time.monotonic() - started) * 1000,
-                )
+                elapsed = time.monotonic() - started
+                record_request(reply.route, reply.status, sent, reply.cache, elapsed)
+                if log.isEnabledFor(logging.INFO):
+                    _log_access(client, request, reply, sent, elapsed)
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
@@ -207,6 +212,48 @@ async def serve_http(
         errlog.debug("%s: connection error: %s", client, exc)
     finally:
         await _close(stream)
+
+
+def _log_access(client: str, request: Request, reply: Reply, sent: int, elapsed: float) -> None:
+    target = _loggable_target(request.target)
+    ms = round(elapsed * 1000, 1)
+    log.info(
+        "%s %s %s %s %d %d %s %.1fms",
+        client,
+        request.method,
+        target,
+        reply.registry,
+        reply.status,
+        sent,
+        reply.cache,
+        ms,
+        # The same fields for structured (JSON) logs; no header is logged.
+        extra={
+            "access": {
+                "client": client,
+                "method": request.method,
+                "target": target,
+                "registry": reply.registry,
+                "status": reply.status,
+                "bytes": sent,
+                "cache": reply.cache,
+                "ms": ms,
+            }
+        },
+    )
+
+
+def _loggable_target(target: str) -> str:
+    """The request target as logged: bounded, and without userinfo.
+
+    An absolute-form target (a plain proxy request) may carry a user name and
+    password (``http://user:secret@host/...``); the log gets the rest.
+    """
+    if "@" in target and "://" in target:
+        scheme, _, rest = target.partition("://")
+        authority, slash, path = rest.partition("/")
+        target = f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
+    return target[:300]
 
 
 async def _close(stream: trio.abc.Stream) -> None:
@@ -304,15 +351,38 @@ async def _dispatch(handler: Handler, request: Request) -> Reply:
     except RemoteProtocolError as exc:
         return error_reply(exc)
     except RegcacheError as exc:
-        errlog.error("%s %s: %s", request.method, request.target[:300], exc)
+        errlog.error("%s %s: %s", request.method, _loggable_target(request.target), exc)
         return error_reply(RemoteProtocolError(ErrorCode.UNKNOWN, str(exc)))
     except Exception:  # a bug in one request must not take the listener down
-        errlog.exception("%s %s: internal error", request.method, request.target[:300])
+        errlog.exception("%s %s: internal error", request.method, _loggable_target(request.target))
         return error_reply(RemoteProtocolError(ErrorCode.UNKNOWN, "internal error"))
 
 
 async def _send_reply(
     conn: h11.Connection, stream: trio.abc.Stream, reply: Reply, *, head: bool
+) -> int:
+    body = reply.body
+    fd = None
+    try:
+        if isinstance(body, FileBody) and not head:
+            try:
+                fd = _open_body(body)
+            except ConnectionCut:
+                # Nothing is sent yet: say so instead of cutting.
+                gone = RemoteProtocolError(
+                    ErrorCode.UNAVAILABLE, "the cached blob went away; try again"
+                )
+                return await _send_message(conn, stream, error_reply(gone), head=head, fd=None)
+        return await _send_message(conn, stream, reply, head=head, fd=fd)
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if isinstance(body, FileBody) and body.file is not None:
+            body.file.close()  # not sent (HEAD, or the client left first)
+
+
+async def _send_message(
+    conn: h11.Connection, stream: trio.abc.Stream, reply: Reply, *, head: bool, fd: int | None
 ) -> int:
     headers = [(k, v) for k, v in reply.headers if k.lower() != "content-length"]
     headers.append(("Content-Length", str(reply.length)))
@@ -328,34 +398,40 @@ async def _send_reply(
                 await stream.send_all(conn.send(h11.Data(data=body)))
                 sent = len(body)
         elif isinstance(body, FileBody):
-            sent = await _send_file(conn, stream, body)
+            assert fd is not None
+            sent = await _send_file(conn, stream, body, fd)
         else:
             sent = await _send_stream(conn, stream, body)
     await stream.send_all(conn.send(h11.EndOfMessage()))
     return sent
 
 
-async def _send_file(conn: h11.Connection, stream: trio.abc.Stream, body: FileBody) -> int:
+def _open_body(body: FileBody) -> int:
+    """An fd for a file body, opened before anything is sent (see FileBody)."""
+    if body.file is not None:
+        fd = os.dup(body.file.fileno())
+        body.file.close()
+        return fd
     try:
-        fd = os.open(body.path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(body.path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         errlog.error("cannot open cached blob %s: %s", body.path, exc)
         raise ConnectionCut from exc
-    try:
-        if isinstance(stream, trio.SocketStream):
-            await _sendfile(stream, fd, body.offset, body.length)
-            conn.send_with_data_passthrough(h11.Data(data=_Sent(body.length)))  # type: ignore[arg-type]
-        else:
-            position, end = body.offset, body.offset + body.length
-            while position < end:
-                chunk = os.pread(fd, min(FILE_CHUNK, end - position), position)
-                if not chunk:
-                    raise ConnectionCut("cached blob shorter than its size")
-                await stream.send_all(conn.send(h11.Data(data=chunk)))
-                position += len(chunk)
-        return body.length
-    finally:
-        os.close(fd)
+
+
+async def _send_file(conn: h11.Connection, stream: trio.abc.Stream, body: FileBody, fd: int) -> int:
+    if isinstance(stream, trio.SocketStream):
+        await _sendfile(stream, fd, body.offset, body.length)
+        conn.send_with_data_passthrough(h11.Data(data=_Sent(body.length)))  # type: ignore[arg-type]
+    else:
+        position, end = body.offset, body.offset + body.length
+        while position < end:
+            chunk = os.pread(fd, min(FILE_CHUNK, end - position), position)
+            if not chunk:
+                raise ConnectionCut("cached blob shorter than its size")
+            await stream.send_all(conn.send(h11.Data(data=chunk)))
+            position += len(chunk)
+    return body.length
 
 
 async def _sendfile(stream: trio.SocketStream, fd: int, offset: int, count: int) -> None:
