@@ -1,9 +1,8 @@
 """Fixtures for the adapter tests: the end-to-end upstream fixtures, and web
 servers (uvicorn, hypercorn, gunicorn, waitress) run as real processes.
 
-The upstream registry, relay, images and skopeo are the end-to-end suite's
-own fixtures, imported from its conftest module: one definition (a run of
-both directories makes the session-wide ones once for each).
+The upstream registry, relay, images and skopeo come from tests/conftest.py,
+shared with the end-to-end suite (one upstream per test session).
 """
 
 from __future__ import annotations
@@ -15,37 +14,7 @@ from pathlib import Path
 import pytest
 from adapter_hosts import SERVERS, Host, HostFactory, server_env
 
-from e2e.conftest import (
-    image_builder,
-    image_factory,
-    images,
-    pki,
-    relay,
-    session_token_issuer,
-    session_upstream,
-    skopeo,
-    token_issuer,
-    upstream,
-    upstream_client,
-    upstream_credentials,
-)
-from e2e.test_mirror import mirror_config
-from support import PKI, CountingRelay, free_port
-
-__all__ = [
-    "image_builder",
-    "image_factory",
-    "images",
-    "pki",
-    "relay",
-    "session_token_issuer",
-    "session_upstream",
-    "skopeo",
-    "token_issuer",
-    "upstream",
-    "upstream_client",
-    "upstream_credentials",
-]
+from support import PKI, CountingRelay, free_port, mirror_config
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from adapter_hosts import ASGI_SERVERS, WSGI_SERVERS, HostFactory
 
-from e2e.test_mirror import REGISTRY
 from support import (
+    REGISTRY,
     CountingRelay,
     ImageFactory,
     RegistryEntry,

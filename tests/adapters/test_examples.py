@@ -12,8 +12,7 @@ import pytest
 from adapter_hosts import ROOT, Host, server_env
 from cryptography import x509
 
-from e2e.test_mirror import REGISTRY, mirror_config
-from support import PKI, CountingRelay, StandardImages, free_port
+from support import PKI, REGISTRY, CountingRelay, StandardImages, free_port, mirror_config
 
 pytestmark = pytest.mark.e2e
 

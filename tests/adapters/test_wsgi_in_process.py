@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from e2e.test_mirror import mirror_config
 from regcache.config import load_config
 from regcache_adapters.wsgi import create_app
-from support import PKI, CountingRelay, StandardImages
+from support import PKI, CountingRelay, StandardImages, mirror_config
 
 pytestmark = pytest.mark.e2e
 

@@ -17,10 +17,18 @@ import time
 from pathlib import Path
 
 import pytest
-from test_mirror import mirror_config, sha256
 
 from regcache.core import hash_password
-from support import PKI, CountingRelay, Regcache, Skopeo, StandardImages, UpstreamRegistry
+from support import (
+    PKI,
+    CountingRelay,
+    Regcache,
+    Skopeo,
+    StandardImages,
+    UpstreamRegistry,
+    mirror_config,
+    sha256,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -14,9 +14,17 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from test_mirror import REGISTRY, mirror_config, sha256
 
-from support import PKI, CountingRelay, Regcache, Skopeo, StandardImages
+from support import (
+    PKI,
+    REGISTRY,
+    CountingRelay,
+    Regcache,
+    Skopeo,
+    StandardImages,
+    mirror_config,
+    sha256,
+)
 
 pytestmark = pytest.mark.e2e
 

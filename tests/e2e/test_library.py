@@ -6,13 +6,12 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from test_mirror import REGISTRY, mirror_config
 
 import regcache
 from regcache.config import load_config
 from regcache.core import LocalProtocolError, Platform
 from regcache.proxy import Request
-from support import PKI, CountingRelay, StandardImages
+from support import PKI, REGISTRY, CountingRelay, StandardImages, mirror_config
 
 pytestmark = pytest.mark.e2e
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_mirror import REGISTRY, mirror_config
 
-from support import PKI, CountingRelay, Regcache, StandardImages
+from support import PKI, REGISTRY, CountingRelay, Regcache, StandardImages, mirror_config
 
 pytestmark = pytest.mark.e2e
 

@@ -19,6 +19,7 @@ import pytest
 
 from support import (
     PKI,
+    REGISTRY,
     CountingRelay,
     EgressProxy,
     ImageFactory,
@@ -28,45 +29,12 @@ from support import (
     Skopeo,
     StandardImages,
     UpstreamRegistry,
+    mirror_config,
     registries_conf,
+    sha256,
 )
 
 pytestmark = pytest.mark.e2e
-
-REGISTRY = "upstream.regcache.test"
-
-
-def mirror_config(
-    upstream_url: str,
-    pki: PKI,
-    *,
-    credentials: tuple[str, str] | None = None,
-    tag_ttl: str = "5m",
-    proxy: str = "",
-    registry_proxy: str = "",
-    mirrors: tuple[str, ...] = (),
-    extra: str = "",
-) -> str:
-    """A regcache config with the test upstream as the default registry."""
-    lines = [
-        "[mirror]",
-        f'default_registry = "{REGISTRY}"',
-        "[upstream]",
-        f'ca_file = "{pki.ca_pem}"',
-        f'proxy = "{proxy}"',
-        'timeout = "10s"',
-        'connect_timeout = "3s"',
-        "[cache]",
-        f'tag_ttl = "{tag_ttl}"',
-        f'[registries."{REGISTRY}"]',
-        f'url = "{upstream_url}"',
-        'aliases = ["testreg"]',
-        f'proxy = "{registry_proxy}"',
-        "mirrors = [" + ", ".join(f'"{url}"' for url in mirrors) + "]",
-    ]
-    if credentials is not None:
-        lines += [f'username = "{credentials[0]}"', f'password = "{credentials[1]}"']
-    return "\n".join(lines) + "\n" + extra
 
 
 @pytest.fixture
@@ -100,10 +68,6 @@ def pull(skopeo: Skopeo, reference: str, dest: Path, **kwargs: object) -> set[st
     result = skopeo.copy(f"docker://{REGISTRY}/{reference}", dest, **kwargs)  # type: ignore[arg-type]
     assert result.ok, result.text
     return set(skopeo.verify_dir(dest).blob_digests)
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def test_skopeo_pulls_through_the_mirror_and_the_second_pull_is_served_from_cache(

@@ -13,32 +13,22 @@ import time
 from pathlib import Path
 
 import pytest
-from test_mirror import mirror_config, sha256
 
 from regcache.core import hash_password
-from support import PKI, CountingRelay, ImageFactory, Regcache, StandardImages
+from support import (
+    PKI,
+    CountingRelay,
+    ImageFactory,
+    Regcache,
+    StandardImages,
+    mirror_config,
+    open_blob,
+    sha256,
+    slow_upstream,
+    store_path,
+)
 
 pytestmark = pytest.mark.e2e
-
-
-def slow_upstream(relay: CountingRelay, digest: str, seconds: float = 2.0) -> None:
-    """Make the relay drop the blob after 1 MiB and wait before each request,
-    so a cold fetch stays in flight for a few seconds."""
-    relay.latency = seconds
-    relay.drop_after(digest, 1024 * 1024, times=1)
-
-
-def open_blob(
-    port: int, target: str
-) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    connection.request("GET", target)
-    return connection, connection.getresponse()
-
-
-def store_path(data_dir: Path, digest: str) -> Path:
-    hex_digest = digest.split(":", 1)[1]
-    return data_dir / "store" / "blobs" / "sha256" / hex_digest[:2] / hex_digest
 
 
 def test_sigterm_mid_pull_commits_nothing_and_exits_zero(

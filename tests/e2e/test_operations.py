@@ -9,10 +9,20 @@ import time
 from pathlib import Path
 
 import pytest
-from test_mirror import REGISTRY, mirror_config, sha256
-from test_mirror_operations import open_blob, slow_upstream, store_path
 
-from support import PKI, CountingRelay, ImageFactory, Regcache, StandardImages
+from support import (
+    PKI,
+    REGISTRY,
+    CountingRelay,
+    ImageFactory,
+    Regcache,
+    StandardImages,
+    mirror_config,
+    open_blob,
+    sha256,
+    slow_upstream,
+    store_path,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -9,6 +9,7 @@ subprocesses; independent of regcache itself.
 
 from ._catalog import STANDARD_LAYER_SIZES, ImageFactory, StandardImages, push_standard_images
 from ._client import PushedImage, PushedIndex, RegistryClient, RegistryError, Response
+from ._e2e import REGISTRY, mirror_config, open_blob, sha256, slow_upstream, store_path
 from ._egress import ConnectRecord, EgressProxy
 from ._images import (
     AMD64,
@@ -52,6 +53,12 @@ from ._skopeo import (
 )
 
 __all__ = [
+    "REGISTRY",
+    "mirror_config",
+    "open_blob",
+    "sha256",
+    "slow_upstream",
+    "store_path",
     "Regcache",
     "AMD64",
     "ARM64",
