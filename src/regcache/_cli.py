@@ -60,7 +60,10 @@ def _age(seconds: float) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line of ``python -m regcache``."""
-    parser = argparse.ArgumentParser(prog="python -m regcache", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m regcache",
+        description="regcache's operator command line: pre-warm, inspect and tidy the cache.",
+    )
     parser.add_argument(
         "--config", metavar="FILE", help="TOML configuration (default: $REGCACHE_CONFIG)"
     )
@@ -115,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RegcacheError as exc:
         print(f"regcache: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (| head): not an error of ours.
+        sys.stderr.close()
+        return 0
 
 
 # -- prefetch -----------------------------------------------------------------

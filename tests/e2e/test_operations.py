@@ -257,3 +257,8 @@ def test_after_a_crash_the_index_is_reconciled_with_the_store(
     with mirror:
         assert wait_for(lambda: "1 missing entries dropped" in mirror.log()), mirror.log()[-2000:]
         pull_image(mirror, image.repository, image)
+    # Having recovered and stopped cleanly, the next start is clean again.
+    after_crash = mirror.log().count("did not end cleanly")
+    with mirror:
+        pull_image(mirror, image.repository, image)
+    assert mirror.log().count("did not end cleanly") == after_crash

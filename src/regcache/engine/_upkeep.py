@@ -139,7 +139,7 @@ class Upkeep:
         total = self.index.total_blob_bytes()
         target = int(self.max_size * LOW_WATERMARK)
         chosen: list[tuple[Digest, int]] = []
-        if total <= self.max_size and not dry_run:
+        if total <= self.max_size:
             self.stored_bytes = total
             return chosen
         for digest, size, _ in self.index.least_recently_used(EVICTION_SCAN):

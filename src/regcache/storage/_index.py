@@ -14,6 +14,8 @@ under a lock is plenty for the few small rows a request touches.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -89,6 +91,8 @@ class MetadataIndex:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the metadata index {path}: {exc}") from exc
         self._lock = threading.Lock()
+        self._lock_path = Path(str(path) + ".lock")
+        self._lock_fd: int | None = None
 
     def close(self) -> None:
         """Close the database."""
@@ -320,29 +324,41 @@ class MetadataIndex:
                 raise StorageError(f"metadata index: {exc}") from exc
 
     def mark_open(self) -> bool:
-        """Note that a process opened the index; whether the last one closed it cleanly.
+        """Note that a process uses the index; whether the last user ended cleanly.
 
-        After an unclean end (a crash, kill -9) the index and the store may
-        disagree and need reconciling; after a clean one they do not, and the
-        store is not walked at start-up.
+        A process that finds itself alone (an exclusive lock on the lock file
+        beside the database) reads the ``dirty`` mark left by the last one and
+        sets it; every user then holds a shared lock for its lifetime. The
+        last user to close cleanly clears the mark. After an unclean end (a
+        crash, kill -9) the index and the store may disagree and need
+        reconciling; after a clean one the store is not walked at start-up.
         """
-        with self._lock:
-            try:
-                with self._transaction():
-                    row = self._db.execute(
-                        "SELECT value FROM counters WHERE name = 'open_processes'"
-                    ).fetchone()
-                    self._db.execute(
-                        "INSERT INTO counters VALUES ('open_processes', 1)"
-                        " ON CONFLICT(name) DO UPDATE SET value = value + 1"
-                    )
-            except sqlite3.Error as exc:
-                raise StorageError(f"metadata index: {exc}") from exc
-        return row is not None and int(row[0]) == 0
+        self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # Others are running: the index is in use and consistent enough.
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+            return True
+        clean = self.counters().get("dirty", 0) == 0
+        self._run(
+            "INSERT INTO counters VALUES ('dirty', 1) ON CONFLICT(name) DO UPDATE SET value = 1"
+        )
+        fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+        return clean
 
     def mark_closed(self) -> None:
-        """Note a clean close (see :meth:`mark_open`)."""
-        self._run("UPDATE counters SET value = MAX(value - 1, 0) WHERE name = 'open_processes'")
+        """Note a clean end (see :meth:`mark_open`)."""
+        if self._lock_fd is None:
+            return
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._run("UPDATE counters SET value = 0 WHERE name = 'dirty'")
+        except BlockingIOError:
+            pass  # another process still uses the index; it clears the mark
+        finally:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def counters(self) -> dict[str, int]:
         """Every persisted counter."""
