@@ -41,7 +41,7 @@ from regcache.core._routes import BlobRoute, ManifestRoute, Referrers, TagsList
 from regcache.core._store import BlobStore
 from regcache.storage._index import ManifestEntry, MetadataIndex
 
-from ._fetcher import BlobFetch, BodySource, FetchState, follow
+from ._fetcher import BlobFetch, BodySource, FetchState, SpanSender, follow, follow_spans
 from ._http import (
     HttpClient,
     UpstreamConnectError,
@@ -91,6 +91,11 @@ class BlobAnswer:
     path: str | None = None
     fetch: BlobFetch | None = None
     store: BlobStore | None = None
+
+    async def produce_spans(self, send_span: SpanSender) -> None:
+        """Hand an in-flight fetch's body over in file spans (zero-copy senders)."""
+        assert self.fetch is not None
+        await follow_spans(self.fetch, send_span)
 
     async def produce(self, send: Callable[[bytes], object]) -> None:
         """Send the body through ``send`` (when there is no local path)."""

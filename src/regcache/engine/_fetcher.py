@@ -223,13 +223,16 @@ class BlobFetch:
             self._notify()
 
 
-async def follow(
-    fetch: BlobFetch, send: Callable[[bytes], Awaitable[None]], first: int = 0
-) -> None:
-    """Stream the fetched blob from byte ``first`` to its end through ``send``.
+#: Sends ``count`` bytes of the open file ``fd`` from ``offset``: with
+#: os.sendfile on a plain socket, by pread and copy otherwise.
+SpanSender = Callable[[int, int, int], Awaitable[None]]
+
+
+async def follow_spans(fetch: BlobFetch, send_span: SpanSender, first: int = 0) -> None:
+    """Hand the fetched blob from byte ``first`` to its end to ``send_span`` in file spans.
 
     Holds the last byte back until the blob is committed; raises the fetch's
-    error (after sending all but the last byte at most) if it fails.
+    error (after handing over all but the last byte at most) if it fails.
     """
     await fetch.wait_started()
     fetch.raise_if_failed()
@@ -247,11 +250,8 @@ async def follow(
             # digest is verified: that is what keeps bad content incomplete.
             readable = size if state is FetchState.COMMITTED else min(fetch.written, size - 1)
             if position < readable:
-                chunk = os.pread(fd, min(FOLLOW_CHUNK, readable - position), position)
-                if not chunk:
-                    raise RemoteProtocolError(ErrorCode.UNKNOWN, "the partial blob file shrank")
-                await send(chunk)
-                position += len(chunk)
+                await send_span(fd, position, readable - position)
+                position = readable
             elif state is FetchState.COMMITTED:
                 return
             else:
@@ -261,3 +261,20 @@ async def follow(
     finally:
         fetch.followers -= 1
         reader.close()
+
+
+async def follow(
+    fetch: BlobFetch, send: Callable[[bytes], Awaitable[None]], first: int = 0
+) -> None:
+    """Like :func:`follow_spans`, sending the bytes through ``send`` in chunks."""
+
+    async def copy(fd: int, offset: int, count: int) -> None:
+        while count > 0:
+            chunk = os.pread(fd, min(FOLLOW_CHUNK, count), offset)
+            if not chunk:
+                raise RemoteProtocolError(ErrorCode.UNKNOWN, "the partial blob file shrank")
+            await send(chunk)
+            offset += len(chunk)
+            count -= len(chunk)
+
+    await follow_spans(fetch, copy, first)

@@ -328,7 +328,9 @@ class MirrorApp:
             return Reply(
                 status, headers, FileBody(blob.path, offset, length), route.registry, blob.cache
             )
-        return Reply(status, headers, StreamBody(length, blob.produce), route.registry, blob.cache)
+        spans = blob.produce_spans if blob.fetch is not None else None
+        body = StreamBody(length, blob.produce, spans)
+        return Reply(status, headers, body, route.registry, blob.cache)
 
 
 def _probe_writable(directory: Path) -> str | None:
