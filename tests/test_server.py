@@ -452,13 +452,14 @@ async def test_file_body_over_a_non_socket_stream_is_read_in_chunks(
 ) -> None:
     path, content = big_file
     preads: list[int] = []
-    real_pread = os.pread
+    real_preadv = os.preadv
 
-    def counting_pread(fd: int, length: int, offset: int) -> bytes:
-        preads.append(length)
-        return real_pread(fd, length, offset)
+    def counting_preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        count = real_preadv(fd, buffers, offset)
+        preads.append(count)
+        return count
 
-    monkeypatch.setattr(os, "pread", counting_pread)
+    monkeypatch.setattr(os, "preadv", counting_preadv)
     replies = {
         "/whole": Reply(200, body=FileBody(path, 0, len(content))),
         "/slice": Reply(200, body=FileBody(path, 12345, FILE_CHUNK * 2 + 3)),
