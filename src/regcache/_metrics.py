@@ -186,16 +186,7 @@ class Counter(_Value):
         """Add ``amount`` (not negative) to the series ``labels``."""
         if amount < 0:
             raise LocalProtocolError(f"counter {self.name} cannot decrease")
-        # _add inlined: this runs several times per request.
-        if len(labels) != self._arity:
-            self._check(labels)
-        with self._lock:
-            values = self._values
-            if labels in values:
-                values[labels] += amount
-            else:
-                key = self._series_key(labels, len(values))
-                values[key] = values.get(key, 0) + amount
+        self._add(labels, amount)
 
     def set_total(self, value: float, labels: Labels = ()) -> None:
         """Copy in a total counted elsewhere (read when the registry is scraped)."""

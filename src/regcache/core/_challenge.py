@@ -27,13 +27,14 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
 import attrs
 
 from ._errors import ConfigError, ErrorCode, LocalProtocolError, RemoteProtocolError
+from ._frozen import FrozenStrMap
 
 #: The most characters of ``WWW-Authenticate`` (all values together) that are
 #: parsed. Real challenges are under 300 characters; every scope in one ends up
@@ -79,30 +80,6 @@ def _lower_token(value: str) -> str:
     return value.lower()
 
 
-class _FrozenParams(Mapping[str, str]):
-    """An immutable, hashable mapping of parameters that keeps their order."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, items: Mapping[str, str]) -> None:
-        self._items = dict(items)
-
-    def __getitem__(self, key: str) -> str:
-        return self._items[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __hash__(self) -> int:
-        return hash(frozenset(self._items.items()))
-
-    def __repr__(self) -> str:
-        return repr(self._items)
-
-
 def _freeze_params(params: Mapping[str, str]) -> Mapping[str, str]:
     frozen: dict[str, str] = {}
     for name, value in params.items():
@@ -112,7 +89,7 @@ def _freeze_params(params: Mapping[str, str]) -> Mapping[str, str]:
         if not isinstance(value, str) or _CONTROL_RE.search(value):
             raise LocalProtocolError(f"challenge parameter {key!r} has a control character")
         frozen[key] = value
-    return _FrozenParams(frozen)
+    return FrozenStrMap(frozen)
 
 
 def _check_token68(instance: object, attribute: object, value: str | None) -> None:

@@ -29,6 +29,7 @@ import attrs
 
 from ._digest import Digest
 from ._errors import DigestMismatchError, ErrorCode, LocalProtocolError, RemoteProtocolError
+from ._frozen import FrozenStrMap
 
 # --- media types -----------------------------------------------------------
 
@@ -288,35 +289,6 @@ def upstream_accept(accept_values: Sequence[str]) -> str:
 
 
 # --- values ----------------------------------------------------------------
-
-
-class FrozenStrMap(Mapping[str, str]):
-    """An immutable, hashable ``str -> str`` mapping (annotations)."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
-        self._items: dict[str, str] = dict(items)
-
-    def __getitem__(self, key: str) -> str:
-        return self._items[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __hash__(self) -> int:
-        return hash(frozenset(self._items.items()))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Mapping):
-            return self._items == dict(other.items())
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        return f"FrozenStrMap({self._items!r})"
 
 
 _NO_ANNOTATIONS: Final = FrozenStrMap()
