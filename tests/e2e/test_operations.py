@@ -119,9 +119,11 @@ def test_kill_9_mid_cold_pull_leaves_nothing_partial(
     target = f"/v2/public/crash/blobs/{layer.digest}"
     slow_upstream(relay, layer.digest, seconds=1.5)
     mirror = Regcache(tmp_path / "rc", mirror_config(relay.url, pki)).start()
-    connection, response = open_blob(mirror.port, target)
-    response.read(256 * 1024)
-    mirror.kill()
+    try:
+        connection, response = open_blob(mirror.port, target)
+        response.read(256 * 1024)
+    finally:
+        mirror.kill()
     with pytest.raises((http.client.IncompleteRead, ConnectionError)):
         response.read()
     connection.close()
@@ -245,20 +247,24 @@ def test_after_a_crash_the_index_is_reconciled_with_the_store(
 ) -> None:
     image = images.public
     mirror = Regcache(tmp_path / "rc", mirror_config(relay.url, pki)).start()
-    pull_image(mirror, image.repository, image)
-    mirror.stop()
-    before = mirror.log().count("did not end cleanly")  # a new index is reconciled once
-    # A clean stop: the next start trusts the index and walks nothing.
-    mirror.start()
-    pull_image(mirror, image.repository, image)
-    assert mirror.log().count("did not end cleanly") == before
-    mirror.kill()
-    store_path(mirror.data_dir, image.blobs[-1].digest).unlink()
-    with mirror:
+    try:
+        pull_image(mirror, image.repository, image)
+        mirror.stop()
+        before = mirror.log().count("did not end cleanly")  # a new index is reconciled once
+        # A clean stop: the next start trusts the index and walks nothing.
+        mirror.start()
+        pull_image(mirror, image.repository, image)
+        assert mirror.log().count("did not end cleanly") == before
+        mirror.kill()
+        store_path(mirror.data_dir, image.blobs[-1].digest).unlink()
+        mirror.start()
         assert wait_for(lambda: "1 missing entries dropped" in mirror.log()), mirror.log()[-2000:]
         pull_image(mirror, image.repository, image)
-    # Having recovered and stopped cleanly, the next start is clean again.
-    after_crash = mirror.log().count("did not end cleanly")
-    with mirror:
+        mirror.stop()
+        # Having recovered and stopped cleanly, the next start is clean again.
+        after_crash = mirror.log().count("did not end cleanly")
+        mirror.start()
         pull_image(mirror, image.repository, image)
-    assert mirror.log().count("did not end cleanly") == after_crash
+        assert mirror.log().count("did not end cleanly") == after_crash
+    finally:
+        mirror.stop()
