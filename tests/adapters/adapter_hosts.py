@@ -2,40 +2,33 @@
 
 from __future__ import annotations
 
-import http.client
 import os
-import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
+
+from support._process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 #: How long a server may take to accept connections.
 STARTUP_TIMEOUT = 30.0
-#: How long it may take to exit after SIGTERM.
-STOP_TIMEOUT = 20.0
 
 
-class Host:
+class Host(ServerProcess):
+    stop_timeout = 20.0
+
     """A web server process serving an adapter app on 127.0.0.1."""
 
     def __init__(self, directory: Path, argv: list[str], env: dict[str, str], port: int) -> None:
         self.directory = directory
         self.argv = argv
         self.env = env
+        super().__init__(directory / f"{Path(argv[2] if argv[1] == '-m' else argv[0]).name}.log")
         self.port = port
-        self.log_path = directory / f"{Path(argv[2] if argv[1] == '-m' else argv[0]).name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.exit_code: int | None = None
-
-    @property
-    def netloc(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     def start(self) -> Host:
         with self.log_path.open("ab") as log:
@@ -54,47 +47,6 @@ class Host:
             return self
         self.stop()
         raise RuntimeError(f"{self.argv} did not listen:\n{self.log()}")
-
-    def stop(self) -> int | None:
-        process, self.process = self.process, None
-        if process is None:
-            return self.exit_code
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        self.exit_code = process.returncode
-        return self.exit_code
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def request(
-        self, method: str, target: str, headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, str], bytes]:
-        """One plain HTTP request: (status, headers lower-cased, body)."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            connection.request(method, target, headers=headers or {})
-            response = connection.getresponse()
-            body = response.read()
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, body
-        finally:
-            connection.close()
-
-    def __enter__(self) -> Host:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 #: The servers under test: name -> argv after the Python interpreter, given

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
 import resource
@@ -11,18 +10,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
+
+from ._process import ServerProcess
 
 #: How long regcache may take to start listening.
 STARTUP_TIMEOUT = 20.0
-#: How long it may take to exit after SIGTERM.
-STOP_TIMEOUT = 15.0
 
 _LISTENING = re.compile(r"mirror listening on (\S+):(\d+)")
 _PROXY_LISTENING = re.compile(r"CONNECT proxy listening on (\S+):(\d+)")
 
 
-class Regcache:
+class Regcache(ServerProcess):
     """A regcache process with its own config, data directory and log."""
 
     def __init__(
@@ -38,7 +36,7 @@ class Regcache:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.config_path = directory / "regcache.toml"
-        self.log_path = directory / "regcache.log"
+        super().__init__(directory / "regcache.log")
         self.data_dir = directory / "data"
         self.config_path.write_text(f'data_dir = "{self.data_dir}"\n' + config)
         self.env = {
@@ -47,15 +45,12 @@ class Regcache:
             if not key.startswith("REGCACHE_") and "PROXY" not in key.upper()
         }
         self.env.update(env or {})
-        self.process: subprocess.Popen[bytes] | None = None
-        self.port = 0
         #: Whether the CONNECT front end runs too, and its port.
         self.proxy = proxy
         self.proxy_port = 0
         #: RLIMIT_FSIZE for the process: writes past it fail with EFBIG, the
         #: way a full disk fails them, without filling any real disk.
         self.file_size_limit = file_size_limit
-        self.exit_code: int | None = None
         #: More command-line flags, after the fixed ones.
         self.extra_args = tuple(extra_args)
 
@@ -104,21 +99,6 @@ class Regcache:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size_limit, self.file_size_limit))
 
-    def stop(self) -> int | None:
-        """SIGTERM, then wait; kill only if it does not exit. Returns the exit code."""
-        process, self.process = self.process, None
-        if process is None:
-            return self.exit_code
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        self.exit_code = process.returncode
-        return self.exit_code
-
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
         if self.process is not None:
@@ -133,10 +113,6 @@ class Regcache:
             self.config_path.write_text(f'data_dir = "{self.data_dir}"\n' + config)
         return self.start()
 
-    def log(self) -> str:
-        """Everything regcache logged so far."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
     @property
     def proxy_url(self) -> str:
         """URL of the CONNECT front end, for HTTPS_PROXY."""
@@ -146,37 +122,3 @@ class Regcache:
     def ca_file(self) -> Path:
         """The interception CA regcache made in its data directory."""
         return self.data_dir / "ca" / "ca.crt"
-
-    @property
-    def netloc(self) -> str:
-        """host:port of the mirror."""
-        return f"127.0.0.1:{self.port}"
-
-    def request(
-        self,
-        method: str,
-        target: str,
-        headers: dict[str, str] | None = None,
-        *,
-        timeout: float = 60,
-    ) -> tuple[int, dict[str, str], bytes]:
-        """One plain HTTP request to the mirror: (status, headers lower-cased, body)."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            connection.request(method, target, headers=headers or {})
-            response = connection.getresponse()
-            body = response.read()
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, body
-        finally:
-            connection.close()
-
-    def __enter__(self) -> Regcache:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

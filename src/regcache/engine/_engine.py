@@ -21,6 +21,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from regcache._files import read_configured_file
 from regcache.config import Config, RegistryConfig
 from regcache.core import Digest, ErrorCode, RemoteProtocolError, StorageError
 from regcache.core._auth import Scope, TokenCache
@@ -124,21 +125,13 @@ class RelayedAnswer:
     body: bytes
 
 
-def _read_secret_file(path: str, key_path: str) -> str:
-    from regcache.core import ConfigError
-
-    try:
-        return Path(path).read_text().strip()
-    except OSError as exc:
-        raise ConfigError(key_path, f"cannot read {path}: {exc.strerror}") from exc
-
-
 def registry_credentials(name: str, registry: RegistryConfig) -> Credentials | None:
     """The credentials configured for a registry, reading ``password_file``."""
     if not registry.username:
         return None
     if registry.password_file:
-        password = _read_secret_file(registry.password_file, f'registries."{name}".password_file')
+        key_path = f'registries."{name}".password_file'
+        password = read_configured_file(registry.password_file, key_path).decode().strip()
     else:
         password = registry.password
     return Credentials(registry.username, password)

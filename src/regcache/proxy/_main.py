@@ -25,6 +25,7 @@ from pathlib import Path
 import trio
 
 from regcache import __version__
+from regcache._files import read_configured_file
 from regcache.config import Config, ListenAddress, dump_config, load_config
 from regcache.core import ConfigError, RegcacheError
 
@@ -89,10 +90,7 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config
     path = args.config or environ.get("REGCACHE_CONFIG") or None
     text = None
     if path:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError("", f"cannot read {path}: {exc.strerror}") from exc
+        text = read_configured_file(path, "").decode()
     return load_config(text, overrides, source=path or "<defaults>")
 
 

@@ -15,6 +15,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from regcache._files import read_configured_file
 from regcache.config import Config
 from regcache.core import CertificateAuthority, ConfigError, LeafCache, LeafCertificate
 
@@ -30,14 +31,16 @@ def load_or_create_ca(config: Config, now: datetime | None = None) -> Certificat
     if config.proxy.ca_cert or config.proxy.ca_key:
         if not (config.proxy.ca_cert and config.proxy.ca_key):
             raise ConfigError("proxy.ca_key", "ca_cert and ca_key must be set together")
-        cert_pem = _read(config.proxy.ca_cert, "proxy.ca_cert")
-        key_pem = _read(config.proxy.ca_key, "proxy.ca_key")
+        cert_pem = read_configured_file(config.proxy.ca_cert, "proxy.ca_cert")
+        key_pem = read_configured_file(config.proxy.ca_key, "proxy.ca_key")
         return CertificateAuthority.from_pem(cert_pem, key_pem, now=now)
     ca_dir = Path(config.data_dir) / "ca"
     cert_path, key_path = ca_dir / CA_CERT_NAME, ca_dir / CA_KEY_NAME
     if cert_path.exists() and key_path.exists():
         return CertificateAuthority.from_pem(
-            _read(str(cert_path), "proxy.ca_cert"), _read(str(key_path), "proxy.ca_key"), now=now
+            read_configured_file(str(cert_path), "proxy.ca_cert"),
+            read_configured_file(str(key_path), "proxy.ca_key"),
+            now=now,
         )
     ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ca_dir.chmod(0o700)  # mkdir's mode is masked by the umask
@@ -50,13 +53,6 @@ def load_or_create_ca(config: Config, now: datetime | None = None) -> Certificat
     cert_path.write_bytes(authority.cert_pem)
     log.info("made a new CA in %s (trust %s on the nodes)", ca_dir, cert_path)
     return authority
-
-
-def _read(path: str, key_path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(key_path, f"cannot read {path}: {exc.strerror}") from exc
 
 
 class ServerContexts:
