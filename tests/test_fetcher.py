@@ -9,6 +9,7 @@ that it never completes the blob before the blob is committed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import random
 import threading
 from collections.abc import Iterator
@@ -19,7 +20,13 @@ import pytest
 import trio
 import trio.testing
 
-from regcache.core import Digest, DigestMismatchError, ErrorCode, RegcacheError
+from regcache.core import (
+    Digest,
+    DigestMismatchError,
+    ErrorCode,
+    RegcacheError,
+    StorageError,
+)
 from regcache.core import RemoteProtocolError as CoreRemoteProtocolError
 from regcache.core._store import BlobInfo
 from regcache.engine._fetcher import (
@@ -165,7 +172,7 @@ class Follower:
         assert size is not None
         if self.first + len(self.received) + len(chunk) >= size:
             # The whole blob is about to go out: it must be verified by now.
-            assert self.fetch.state is FetchState.COMMITTED, "the last byte went out early"
+            assert self.fetch.verified, "the last byte went out before the digest was verified"
         self.received += chunk
         await trio.lowlevel.checkpoint()
 
@@ -247,7 +254,7 @@ async def test_one_fetch_feeds_every_follower(
     assert partial_files(store_root) == []
 
 
-async def test_states_move_starting_streaming_committed(
+async def test_states_move_starting_streaming_verified_committed(
     store: FilesystemStore, autojump_clock: trio.testing.MockClock
 ) -> None:
     blob = make_blob(300_000, seed=1)
@@ -269,7 +276,13 @@ async def test_states_move_starting_streaming_committed(
             assert fetch.state is FetchState.STREAMING
             assert fetch.size == len(blob)
             await fetch.wait_done()
-    assert states == [FetchState.STARTING, FetchState.STREAMING, FetchState.COMMITTED]
+    assert fetch.verified and fetch.verified_at is not None
+    assert states == [
+        FetchState.STARTING,
+        FetchState.STREAMING,
+        FetchState.VERIFIED,
+        FetchState.COMMITTED,
+    ]
 
 
 async def test_late_followers_get_everything_from_where_they_ask(
@@ -302,7 +315,7 @@ async def test_late_followers_get_everything_from_where_they_ask(
 
 
 @pytest.mark.parametrize("size", [1, 2, 200_001])
-async def test_last_byte_is_held_back_until_commit(store: FilesystemStore, size: int) -> None:
+async def test_last_byte_is_held_back_until_verified(store: FilesystemStore, size: int) -> None:
     blob = make_blob(size, seed=3)
     digest = Digest.of_bytes(blob)
     release = trio.Event()
@@ -326,6 +339,38 @@ async def test_last_byte_is_held_back_until_commit(store: FilesystemStore, size:
     assert state_of(fetch) is FetchState.COMMITTED
     assert bytes(followers[0].received) == blob
     assert bytes(followers[1].received) == blob[-1:]
+
+
+async def test_verified_bytes_go_out_even_if_the_commit_fails(
+    store: FilesystemStore,
+    store_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The disk fails while the verified blob is made durable: the clients
+    # still get every (correct) byte, and the cache keeps nothing.
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("regcache.storage._filesystem.os.fsync", failing_fsync)
+    blob = make_blob(FOLLOW_CHUNK + 4321, seed=8)
+    digest = Digest.of_bytes(blob)
+    upstream = ScriptedUpstream(blob, delay=PACE)
+    fetch = BlobFetch(digest)
+    followers = [Follower(fetch), Follower(fetch, first=100)]
+    with wall_clock_limit():
+        async with trio.open_nursery() as nursery:
+            for follower in followers:
+                nursery.start_soon(follower.run)
+            nursery.start_soon(fetch.run, store, upstream.open)
+    assert state_of(fetch) is FetchState.FAILED
+    assert fetch.verified
+    assert isinstance(fetch.error, StorageError)
+    for follower in followers:
+        assert follower.error is None
+        assert follower.finished
+        assert bytes(follower.received) == blob[follower.first :]
+    assert_nothing_stored(store, store_root, digest)
 
 
 async def test_empty_blob_commits_and_follows(store: FilesystemStore, store_root: Path) -> None:

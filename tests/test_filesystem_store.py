@@ -293,6 +293,51 @@ def test_size_mismatch_publishes_nothing(store: FilesystemStore, root: Path) -> 
     assert tmp_entries(root) == []
 
 
+def test_verified_content_is_readable_before_it_is_committed(
+    store: FilesystemStore, root: Path
+) -> None:
+    content = make_content(6, 300_000)
+    digest = Digest.of_bytes(content)
+    writer = store.begin_write(digest)
+    writer.write(content)
+    writer.verify(expected_size=len(content))
+    assert writer.state is BlobWriterState.VERIFIED
+    assert not store.has(digest)
+    with writer.open_partial() as reader:
+        assert reader.read() == content
+    with pytest.raises(LocalProtocolError, match="verified"):
+        writer.write(b"more")
+    assert writer.commit(expected_size=len(content)) == BlobInfo(digest, len(content))
+    assert read_blob(store, digest) == content
+    assert tmp_entries(root) == []
+
+
+@pytest.mark.parametrize("arrived", [b"what arrived instead", b"what was announced!"])
+def test_verify_refuses_wrong_content_and_publishes_nothing(
+    store: FilesystemStore, root: Path, arrived: bytes
+) -> None:
+    claimed = Digest.of_bytes(b"what was announced")
+    writer = store.begin_write(claimed)
+    writer.write(arrived)
+    with pytest.raises(DigestMismatchError):
+        writer.verify(expected_size=len(b"what was announced"))
+    assert writer.state is BlobWriterState.ABORTED
+    assert tmp_entries(root) == []
+    assert not store.has(claimed)
+
+
+def test_abort_after_verify_removes_the_content(store: FilesystemStore, root: Path) -> None:
+    content = make_content(7, 1000)
+    writer = store.begin_write(Digest.of_bytes(content))
+    writer.write(content)
+    writer.verify()
+    writer.abort()
+    assert writer.state is BlobWriterState.ABORTED
+    assert tmp_entries(root) == []
+    assert blob_files(root) == []
+    assert store.total_size() == 0
+
+
 def test_abort_is_idempotent_and_final(store: FilesystemStore, root: Path) -> None:
     content = make_content(5, 1000)
     writer = store.begin_write(Digest.of_bytes(content))
@@ -346,18 +391,27 @@ def test_committed_writer_refuses_more(store: FilesystemStore) -> None:
 
 def test_writer_state_table() -> None:
     digest = Digest.of_bytes(b"")
-    open_, committed, aborted = (
+    open_, verified, committed, aborted = (
         BlobWriterState.OPEN,
+        BlobWriterState.VERIFIED,
         BlobWriterState.COMMITTED,
         BlobWriterState.ABORTED,
     )
     assert next_writer_state(open_, BlobWriterEvent.WRITE, digest) is open_
+    assert next_writer_state(open_, BlobWriterEvent.VERIFY, digest) is verified
     assert next_writer_state(open_, BlobWriterEvent.COMMIT, digest) is committed
     assert next_writer_state(open_, BlobWriterEvent.ABORT, digest) is aborted
+    assert next_writer_state(verified, BlobWriterEvent.OPEN_PARTIAL, digest) is verified
+    assert next_writer_state(verified, BlobWriterEvent.COMMIT, digest) is committed
+    assert next_writer_state(verified, BlobWriterEvent.ABORT, digest) is aborted
     assert next_writer_state(committed, BlobWriterEvent.ABORT, digest) is committed
     assert next_writer_state(committed, BlobWriterEvent.OPEN_PARTIAL, digest) is committed
     assert next_writer_state(aborted, BlobWriterEvent.ABORT, digest) is aborted
     for state, event in [
+        (verified, BlobWriterEvent.WRITE),
+        (verified, BlobWriterEvent.VERIFY),
+        (committed, BlobWriterEvent.VERIFY),
+        (aborted, BlobWriterEvent.VERIFY),
         (committed, BlobWriterEvent.WRITE),
         (committed, BlobWriterEvent.COMMIT),
         (aborted, BlobWriterEvent.WRITE),

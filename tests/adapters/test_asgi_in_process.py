@@ -15,7 +15,7 @@ import trio
 
 from regcache.config import load_config
 from regcache_adapters.asgi import create_app
-from support import PKI, CountingRelay, StandardImages, mirror_config
+from support import PKI, CountingRelay, StandardImages, mirror_config, store_path
 
 pytestmark = pytest.mark.e2e
 
@@ -78,6 +78,12 @@ async def test_lifespan_prefix_and_zero_copy(
         status, headers, body, kinds = await call(app, http_scope(target))  # cold
         assert status == 200 and hashlib.sha256(body).hexdigest() == layer.digest[7:]
         assert "http.response.zerocopysend" not in kinds
+        # The verified blob went out while the commit made it durable; once
+        # it is in the store it is served from there.
+        blob_file = store_path(tmp_path / "data", layer.digest)
+        with trio.fail_after(10):
+            while not blob_file.exists():
+                await trio.sleep(0.01)
         status, _, body, kinds = await call(app, http_scope(target))  # cached
         assert status == 200 and hashlib.sha256(body).hexdigest() == layer.digest[7:]
         assert kinds == ["http.response.start", "http.response.zerocopysend"]

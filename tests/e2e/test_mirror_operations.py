@@ -26,6 +26,7 @@ from support import (
     sha256,
     slow_upstream,
     store_path,
+    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -72,7 +73,9 @@ def test_a_client_that_leaves_does_not_stop_the_fetch_for_others(
         leaver.close()
         status, _, body = mirror.request("GET", target)
         assert status == 200 and sha256(body) == layer.digest
-        assert store_path(mirror.data_dir, layer.digest).exists()
+        # The verified blob is sent while it is made durable: the commit may
+        # land a moment after the answer.
+        assert wait_for(store_path(mirror.data_dir, layer.digest).exists)
         served = [
             request
             for request in relay.requests(side="registry")

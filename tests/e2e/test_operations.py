@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from support import (
     sha256,
     slow_upstream,
     store_path,
+    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -58,15 +58,6 @@ def pull_image(mirror: Regcache, repository: str, image: object) -> None:
 def stored_bytes(mirror: Regcache) -> int:
     blobs = mirror.data_dir / "store" / "blobs"
     return sum(path.stat().st_size for path in blobs.rglob("*") if path.is_file())
-
-
-def wait_for(condition: object, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_size_limit_evicts_least_recently_used_and_spares_a_blob_being_sent(

@@ -9,7 +9,15 @@ subprocesses; independent of regcache itself.
 
 from ._catalog import STANDARD_LAYER_SIZES, ImageFactory, StandardImages, push_standard_images
 from ._client import PushedImage, PushedIndex, RegistryClient, RegistryError, Response
-from ._e2e import REGISTRY, mirror_config, open_blob, sha256, slow_upstream, store_path
+from ._e2e import (
+    REGISTRY,
+    mirror_config,
+    open_blob,
+    sha256,
+    slow_upstream,
+    store_path,
+    wait_for,
+)
 from ._egress import ConnectRecord, EgressProxy
 from ._images import (
     AMD64,
@@ -59,6 +67,7 @@ __all__ = [
     "sha256",
     "slow_upstream",
     "store_path",
+    "wait_for",
     "Regcache",
     "AMD64",
     "ARM64",

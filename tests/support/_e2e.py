@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ._pki import PKI
@@ -67,3 +69,17 @@ def open_blob(
 def store_path(data_dir: Path, digest: str) -> Path:
     hex_digest = digest.split(":", 1)[1]
     return data_dir / "store" / "blobs" / "sha256" / hex_digest[:2] / hex_digest
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds passed; whether it held.
+
+    For effects a server completes after its answer, such as a blob's commit
+    (clients get a verified blob while it is made durable) or an eviction.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()

@@ -55,6 +55,9 @@ class BlobWriterState(enum.Enum):
 
     #: Accepting content; nothing is visible to readers of the store yet.
     OPEN = "open"
+    #: All content written and hashed to the digest; not published yet, and
+    #: no more content is accepted.
+    VERIFIED = "verified"
     #: Verified and published under its digest.
     COMMITTED = "committed"
     #: Abandoned (by the caller, or after a failure); nothing was published.
@@ -66,6 +69,7 @@ class BlobWriterEvent(enum.Enum):
 
     WRITE = "write"
     OPEN_PARTIAL = "open_partial"
+    VERIFY = "verify"
     COMMIT = "commit"
     ABORT = "abort"
 
@@ -73,8 +77,14 @@ class BlobWriterEvent(enum.Enum):
 _WRITER_TRANSITIONS: Final[dict[tuple[BlobWriterState, BlobWriterEvent], BlobWriterState]] = {
     (BlobWriterState.OPEN, BlobWriterEvent.WRITE): BlobWriterState.OPEN,
     (BlobWriterState.OPEN, BlobWriterEvent.OPEN_PARTIAL): BlobWriterState.OPEN,
+    (BlobWriterState.OPEN, BlobWriterEvent.VERIFY): BlobWriterState.VERIFIED,
     (BlobWriterState.OPEN, BlobWriterEvent.COMMIT): BlobWriterState.COMMITTED,
     (BlobWriterState.OPEN, BlobWriterEvent.ABORT): BlobWriterState.ABORTED,
+    # Verified content may be read (followers send it out while it is made
+    # durable) and then published or dropped, but not added to.
+    (BlobWriterState.VERIFIED, BlobWriterEvent.OPEN_PARTIAL): BlobWriterState.VERIFIED,
+    (BlobWriterState.VERIFIED, BlobWriterEvent.COMMIT): BlobWriterState.COMMITTED,
+    (BlobWriterState.VERIFIED, BlobWriterEvent.ABORT): BlobWriterState.ABORTED,
     # A follower that arrives just after the commit still gets the content.
     (BlobWriterState.COMMITTED, BlobWriterEvent.OPEN_PARTIAL): BlobWriterState.COMMITTED,
     # Abort is what cleanup paths call (a context manager's exit): after a
@@ -127,7 +137,8 @@ def validate_blob_digest(digest: object) -> Digest:
 class BlobWriter(Protocol):
     """A verified write of one blob, from :meth:`BlobStore.begin_write`.
 
-    The owner calls :meth:`write`, then :meth:`commit` or :meth:`abort`; these
+    The owner calls :meth:`write`, then (optionally :meth:`verify`, then)
+    :meth:`commit` or :meth:`abort`; these
     are not called concurrently with each other. :meth:`open_partial` and
     :attr:`bytes_written` may be used from any thread at any time, so readers
     can follow the download. Used as a context manager, the writer is aborted
@@ -163,6 +174,16 @@ class BlobWriter(Protocol):
         The caller must not read past :attr:`bytes_written` as it was when it
         last looked: beyond it the content may not be there yet. After a
         commit this reads the published blob.
+        """
+        ...
+
+    def verify(self, expected_size: int | None = None) -> None:
+        """Check that the content written is complete and hashes to :attr:`digest`.
+
+        Cheap (the hash is computed as content is written) and does not touch
+        the disk: once it returns, the content may be handed out while
+        :meth:`commit` makes it durable. Raises like :meth:`commit`, leaving
+        the writer aborted; afterwards :meth:`write` is refused.
         """
         ...
 

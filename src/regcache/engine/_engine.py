@@ -682,7 +682,9 @@ class Engine:
 
     def _start_fetch(self, client: RegistryClient, repository: str, digest: Digest) -> BlobFetch:
         assert self._nursery is not None, "the engine is not running"
-        fetch = BlobFetch(digest, owner=(client.name, repository, client.principal))
+        fetch = BlobFetch(
+            digest, owner=(client.name, repository, client.principal), clock=self._clock
+        )
         self._fetches[digest] = fetch
         path = f"/v2/{repository}/blobs/{digest}"
 
@@ -711,7 +713,10 @@ class Engine:
             finally:
                 self._fetches.pop(digest, None)
                 if fetch.state is FetchState.COMMITTED:
-                    self.upkeep.committed(digest, fetch.written)
+                    # Its last use is when it went out whole, not the
+                    # (later) end of the commit: other content may have been
+                    # used in between.
+                    self.upkeep.committed(digest, fetch.written, fetch.verified_at)
                     log.info(
                         "%s: cached %s/%s (%d bytes)",
                         client.name,

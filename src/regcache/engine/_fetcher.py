@@ -3,8 +3,8 @@
 One upstream fetch per blob digest at a time. The fetch writes into a partial
 file in the store; every client asking for that blob meanwhile follows the
 partial file, reading what has been written so far and then waiting for more.
-The last byte is held back from every follower until the digest is verified
-and the blob committed: a client never receives a complete response whose
+The last byte is held back from every follower until the digest is verified:
+a client never receives a complete response whose
 content does not match its digest. On failure the followers' connections are
 cut short instead.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import BinaryIO, Protocol
 
@@ -61,13 +62,16 @@ class FetchState(enum.Enum):
 
     STARTING = "starting"
     STREAMING = "streaming"
+    #: Every byte received and the digest verified; being made durable.
+    VERIFIED = "verified"
     COMMITTED = "committed"
     FAILED = "failed"
 
 
 _NEXT: dict[FetchState, frozenset[FetchState]] = {
     FetchState.STARTING: frozenset({FetchState.STREAMING, FetchState.FAILED}),
-    FetchState.STREAMING: frozenset({FetchState.COMMITTED, FetchState.FAILED}),
+    FetchState.STREAMING: frozenset({FetchState.VERIFIED, FetchState.FAILED}),
+    FetchState.VERIFIED: frozenset({FetchState.COMMITTED, FetchState.FAILED}),
     FetchState.COMMITTED: frozenset(),
     FetchState.FAILED: frozenset(),
 }
@@ -98,7 +102,12 @@ class BlobFetch:
     info: BlobInfo | None = None
     #: How many clients are following (for logs: "joined in-flight").
     followers: int = 0
+    #: The wall clock, read once: when the content was verified (and so
+    #: went out whole to the clients following it).
+    clock: Callable[[], float] = attrs.field(default=time.time, repr=False)
+    verified_at: float | None = None
     _writer: BlobWriter | None = None
+    _verified: bool = False
     _progress: trio.Event = attrs.field(factory=trio.Event)
 
     def _move(self, state: FetchState) -> None:
@@ -119,6 +128,14 @@ class BlobFetch:
     def done(self) -> bool:
         """Whether the fetch has ended, for better or worse."""
         return self.state in (FetchState.COMMITTED, FetchState.FAILED)
+
+    @property
+    def verified(self) -> bool:
+        """Whether every byte is in the partial file and matched the digest.
+
+        Stays true if the commit fails afterwards: the bytes are still right.
+        """
+        return self._verified
 
     def raise_if_failed(self) -> None:
         """Raise the fetch's error if it failed."""
@@ -198,8 +215,16 @@ class BlobFetch:
                 f"upstream sent {self.written} bytes of {self.digest}, expected {self.size}",
             )
         writer = self._writer
-        # Verification is incremental; commit only fsyncs and renames, which
-        # may block on the disk, so it runs in a worker thread.
+        assert writer is not None
+        # The hash was computed as the bytes arrived, so verifying is cheap;
+        # once it passed, followers may have the last byte while the commit
+        # (fsyncs and a rename, which may block on the disk, hence a worker
+        # thread) makes the blob durable. Should the commit fail, the clients
+        # still got exactly the right bytes; the cache just does not keep them.
+        writer.verify(self.size)
+        self._verified = True
+        self.verified_at = self.clock()
+        self._move(FetchState.VERIFIED)
         self.info = await trio.to_thread.run_sync(writer.commit, self.size)
         self._move(FetchState.COMMITTED)
 
@@ -231,7 +256,7 @@ SpanSender = Callable[[int, int, int], Awaitable[None]]
 async def follow_spans(fetch: BlobFetch, send_span: SpanSender, first: int = 0) -> None:
     """Hand the fetched blob from byte ``first`` to its end to ``send_span`` in file spans.
 
-    Holds the last byte back until the blob is committed; raises the fetch's
+    Holds the last byte back until the digest is verified; raises the fetch's
     error (after handing over all but the last byte at most) if it fails.
     """
     await fetch.wait_started()
@@ -244,18 +269,20 @@ async def follow_spans(fetch: BlobFetch, send_span: SpanSender, first: int = 0) 
         fd = reader.fileno()
         position = first
         while True:
-            fetch.raise_if_failed()
-            state = fetch.state
             # Everything written may go out, except the last byte before the
             # digest is verified: that is what keeps bad content incomplete.
-            readable = size if state is FetchState.COMMITTED else min(fetch.written, size - 1)
+            # Verified bytes go out even if the commit fails after.
+            complete = fetch.verified
+            if not complete:
+                fetch.raise_if_failed()
+            readable = size if complete else min(fetch.written, size - 1)
             if position < readable:
                 await send_span(fd, position, readable - position)
                 position = readable
-            elif state is FetchState.COMMITTED:
+            elif complete:
                 return
             else:
-                # No await since `state` and `readable` were read, so no
+                # No await since `complete` and `readable` were read, so no
                 # progress can have been missed.
                 await fetch.wait_for_change()
     finally:

@@ -70,8 +70,9 @@ class Upkeep:
             self._counters["bytes_from_upstream"] += served_bytes
         self._counters[f"requests_{cache}"] += 1
 
-    def committed(self, digest: Digest, size: int) -> None:
-        self.index.record_blob(digest, size, self._clock())
+    def committed(self, digest: Digest, size: int, used_at: float | None = None) -> None:
+        """Account a blob just committed; ``used_at``: when clients last got it."""
+        self.index.record_blob(digest, size, self._clock() if used_at is None else used_at)
         self.stored_bytes += size
         if self.stored_bytes > self.max_size:
             self._due.set()

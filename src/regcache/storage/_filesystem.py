@@ -455,15 +455,13 @@ class FilesystemBlobWriter(BlobWriter):
             except OSError as exc:
                 raise _storage_error(exc, f"open the partial content of {self._digest}") from exc
 
-    def commit(self, expected_size: int | None = None) -> BlobInfo:
-        """Verify the content, then publish it durably and atomically.
+    def verify(self, expected_size: int | None = None) -> None:
+        """Check the content against the digest (and size); no disk access.
 
-        Raises :class:`DigestMismatchError`, :class:`RemoteProtocolError`
-        (``SIZE_INVALID``) or :class:`StorageError`; each leaves the writer
-        aborted and nothing published. If the blob is already in the store it
-        is kept and its info returned.
+        Raises :class:`DigestMismatchError` or :class:`RemoteProtocolError`
+        (``SIZE_INVALID``), leaving the writer aborted.
         """
-        next_writer_state(self._state, BlobWriterEvent.COMMIT, self._digest)
+        next_writer_state(self._state, BlobWriterEvent.VERIFY, self._digest)
         try:
             self._verifier.verify()
             if expected_size is not None and expected_size != self._bytes_written:
@@ -479,6 +477,20 @@ class FilesystemBlobWriter(BlobWriter):
         except RegcacheError:
             self.abort()
             raise
+        with self._lock:
+            self._state = BlobWriterState.VERIFIED
+
+    def commit(self, expected_size: int | None = None) -> BlobInfo:
+        """Verify the content (unless :meth:`verify` did), then publish it durably and atomically.
+
+        Raises :class:`DigestMismatchError`, :class:`RemoteProtocolError`
+        (``SIZE_INVALID``) or :class:`StorageError`; each leaves the writer
+        aborted and nothing published. If the blob is already in the store it
+        is kept and its info returned.
+        """
+        next_writer_state(self._state, BlobWriterEvent.COMMIT, self._digest)
+        if self._state is BlobWriterState.OPEN:
+            self.verify(expected_size)
         try:
             os.fsync(self._file.fileno())
             self._store._ensure_blob_dirs(self._blob_path)
@@ -506,7 +518,7 @@ class FilesystemBlobWriter(BlobWriter):
         """
         with self._lock:
             new_state = next_writer_state(self._state, BlobWriterEvent.ABORT, self._digest)
-            if self._state is not BlobWriterState.OPEN:
+            if self._state not in (BlobWriterState.OPEN, BlobWriterState.VERIFIED):
                 return
             self._state = new_state
             path = self._path
