@@ -50,6 +50,7 @@ from ._http import (
     UpstreamResponse,
     UpstreamTimeoutError,
 )
+from ._memory import ManifestMemory
 from ._registry import RegistryClient, TokenFlights, principal_of
 from ._upkeep import Upkeep
 
@@ -178,11 +179,13 @@ class Engine:
         self.registry_map = registry_map
         self._clock = clock
         self._fetches: dict[Digest, BlobFetch] = {}
+        self._manifests = ManifestMemory()
         self.upkeep = Upkeep(
             index,
             store,
             max_size=config.cache.max_size,
             in_flight=self._fetches.__contains__,
+            on_evicted=self._manifests.discard,
             clock=clock,
         )
         self._nursery: trio.Nursery | None = None
@@ -360,11 +363,17 @@ class Engine:
     # -- manifests --------------------------------------------------------
 
     def _load_manifest(self, digest: Digest) -> bytes | None:
+        """The stored bytes of a manifest the index says is cached (memory first)."""
+        content = self._manifests.get(digest)
+        if content is not None:
+            return content
         try:
             with self.store.open_read(digest) as reader:
-                return reader.read(MAX_MANIFEST_SIZE + 1)
+                content = reader.read(MAX_MANIFEST_SIZE + 1)
         except StorageError:
             return None
+        self._manifests.put(digest, content)
+        return content
 
     async def manifest(
         self,
@@ -604,6 +613,7 @@ class Engine:
 
         await trio.to_thread.run_sync(write)
         self.upkeep.committed(digest, len(content))
+        self._manifests.put(digest, content)
 
     # -- blobs ------------------------------------------------------------
 

@@ -47,11 +47,14 @@ class Upkeep:
         max_size: int,
         in_flight: Callable[[Digest], bool],
         clock: Callable[[], float],
+        on_evicted: Callable[[Digest], None] = lambda _digest: None,
     ) -> None:
         self.index = index
         self.store = store
         self.max_size = max_size
         self._in_flight = in_flight
+        #: Told of each evicted digest (the engine drops it from memory too).
+        self._on_evicted = on_evicted
         self._clock = clock
         self._last_access: dict[Digest, float] = {}
         self._counters: collections.Counter[str] = collections.Counter()
@@ -155,6 +158,7 @@ class Upkeep:
         for digest, size in chosen:
             await trio.to_thread.run_sync(self.store.delete, digest)
             self.index.forget_blob(digest)
+            self._on_evicted(digest)
             self.evictions += 1
             log.info("evicted %s (%d bytes) to stay under max_size", digest, size)
         self.stored_bytes = self.index.total_blob_bytes()
