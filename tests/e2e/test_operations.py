@@ -201,6 +201,10 @@ def test_ls_stats_gc_rm_and_verify(
     config = mirror_config(relay.url, pki)
     with Regcache(tmp_path / "rc", config) as mirror:
         pull_image(mirror, images.public.repository, images.public)
+        # Committed (made durable) after the answers: then the pull hits.
+        assert wait_for(
+            lambda: all(store_path(mirror.data_dir, b.digest).exists() for b in images.public.blobs)
+        )
         pull_image(mirror, images.public.repository, images.public)
         pull_image(mirror, images.public_docker.repository, images.public_docker)
     listing = cli(mirror, "ls")
