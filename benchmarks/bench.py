@@ -50,6 +50,9 @@ MB = 1_000_000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
+#: The uplink of the cold "uplink" scenarios, in MB/s (50 MB/s = 400 Mbit/s).
+UPLINK_MB_S = 50
+
 MULTI_CPU = (os.cpu_count() or 1) >= 2
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
@@ -973,14 +976,21 @@ class Bench:
 
     # cold -----------------------------------------------------------------
 
-    def _cold_system(self, system: str, tag: str) -> tuple[Server | None, int]:
-        """A fresh cold cache for ``system``: (server or None for direct, port)."""
+    def _cold_system(
+        self, system: str, tag: str, origin_port: int | None = None
+    ) -> tuple[Server | None, int]:
+        """A fresh cold cache for ``system``: (server or None for direct, port).
+
+        ``origin_port``: where the upstream is reached (default: directly;
+        the uplink scenarios pass the shaper's port).
+        """
+        origin_port = origin_port or self.origin_port
         if system == "direct":
-            return None, self.origin_port
+            return None, origin_port
         if system == "regcache":
             name = f"regcache-cold-{tag}"
             shutil.rmtree(self.work / name, ignore_errors=True)
-            server, port, _ = start_regcache(self.work, name, self.origin_port)
+            server, port, _ = start_regcache(self.work, name, origin_port)
             return server, port
         data = self.work / f"proxy-{tag}"
         shutil.rmtree(data, ignore_errors=True)
@@ -989,7 +999,7 @@ class Bench:
             self.work,
             data,
             SERVER_CPU,
-            remote=f"http://{HOST}:{self.origin_port}",
+            remote=f"http://{HOST}:{origin_port}",
         )
         return server, port
 
@@ -1093,40 +1103,9 @@ class Bench:
                 assert server is not None
                 try:
                     offset = (self.work / "origin.log").stat().st_size
-                    url = f"http://{HOST}:{port}{url_path}"
-                    fmt = "%{time_total} %{size_download} %{http_code}\\n"
-                    argv = [*curl_base(), "-w", fmt, url]
-                    started = time.monotonic()
-                    procs = []
-                    for n in range(clients):
-                        if n == 0 and index == 0:
-                            out_args = ["-o", str(self.work / "fan-check.bin")]
-                        else:
-                            out_args = ["-o", "/dev/null"]
-                        procs.append(
-                            subprocess.Popen(
-                                [*argv, *out_args],
-                                stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE,
-                                text=True,
-                            )
-                        )
-                    times = []
-                    for proc in procs:
-                        out, err = proc.communicate(timeout=600)
-                        if proc.returncode != 0:
-                            raise RuntimeError(f"{system} cold fan-out: curl: {err}")
-                        total, size, code = out.split()
-                        if code != "200" or int(size) != blob.size:
-                            raise RuntimeError(f"{system} cold fan-out: {code}, {size} bytes")
-                        times.append(float(total))
-                    wall = time.monotonic() - started
-                    if index == 0:
-                        check = self.work / "fan-check.bin"
-                        digest = "sha256:" + hashlib.sha256(check.read_bytes()).hexdigest()
-                        check.unlink()
-                        if digest != blob.digest:
-                            raise RuntimeError(f"{system} cold fan-out: bad body {digest}")
+                    times, wall = self._fan_out(
+                        system, f"http://{HOST}:{port}{url_path}", blob, clients, index == 0
+                    )
                     rss = server.peak_rss_mib()
                     # The registry logs a request after its response is sent.
                     time.sleep(0.5)
@@ -1138,6 +1117,128 @@ class Bench:
                 aggregate.add(system, clients * blob.size / wall / MB)
                 memory.add(system, rss)
         self.scenarios += [upstream, slowest, aggregate, memory]
+
+    def _fan_out(
+        self, system: str, url: str, blob: Blob, clients: int, check: bool
+    ) -> tuple[list[float], float]:
+        """``clients`` curls at once for ``url``: (each one's seconds, wall seconds)."""
+        fmt = "%{time_total} %{size_download} %{http_code}\\n"
+        argv = [*curl_base(), "-w", fmt, url]
+        started = time.monotonic()
+        procs = []
+        check_file = self.work / "fan-check.bin"
+        for n in range(clients):
+            out_args = ["-o", str(check_file) if n == 0 and check else "/dev/null"]
+            procs.append(
+                subprocess.Popen(
+                    [*argv, *out_args],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        times = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=600)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{system} cold fan-out: curl: {err}")
+            total, size, code = out.split()
+            if code != "200" or int(size) != blob.size:
+                raise RuntimeError(f"{system} cold fan-out: {code}, {size} bytes")
+            times.append(float(total))
+        wall = time.monotonic() - started
+        if check:
+            digest = "sha256:" + hashlib.sha256(check_file.read_bytes()).hexdigest()
+            check_file.unlink()
+            if digest != blob.digest:
+                raise RuntimeError(f"{system} cold fan-out: bad body {digest}")
+        return times, wall
+
+    # a thin uplink ----------------------------------------------------------
+
+    def cold_uplink(self) -> None:
+        """Cold pulls when a shaped link, not the CPU, is the limit (see shaper.py)."""
+        rate = UPLINK_MB_S * MB
+        port = free_port()
+        shaper = Server(
+            "uplink",
+            pin(
+                CLIENT_CPU,
+                [
+                    sys.executable,
+                    str(HERE / "shaper.py"),
+                    str(port),
+                    str(self.origin_port),
+                    str(rate),
+                ],
+            ),
+            self.work / "uplink.log",
+        ).start()
+        wait_http(port)
+        try:
+            self._cold_uplink_blob(port)
+            self._cold_uplink_fanout(port)
+        finally:
+            shaper.stop()
+
+    def _cold_uplink_blob(self, uplink_port: int) -> None:
+        blob = self.cold_fan
+        sc = Scenario(
+            "cold-blob-uplink",
+            "MB/s",
+            True,
+            f"cold-blob over a {UPLINK_MB_S} MB/s uplink: one client pulls the uncached "
+            f"{blob.size // MIB} MiB blob, the upstream reached through a relay that carries "
+            "its answers at that rate (benchmarks/shaper.py)",
+        )
+        systems = ["regcache", "direct", "distribution-proxy"]
+        url_path = f"/v2/{REPO}/blobs/{blob.digest}"
+        for system in systems:  # checked, untimed
+            server, port = self._cold_system(system, "check", uplink_port)
+            curl_check([f"http://{HOST}:{port}{url_path}"], blob.digest, f"{system} {sc.name}")
+            self._cold_done(server, "check")
+        for index in range(self.rounds):
+            for system in rotated(systems, index):
+                server, port = self._cold_system(system, f"up{index}", uplink_port)
+                try:
+                    ((size, total, _),) = curl_times([], f"http://{HOST}:{port}{url_path}", 1)
+                finally:
+                    self._cold_done(server, f"up{index}")
+                sc.add(system, size / total / MB)
+        self.scenarios.append(sc)
+
+    def _cold_uplink_fanout(self, uplink_port: int) -> None:
+        blob, clients = self.cold_fan, self.cold_clients
+        slowest = Scenario(
+            "cold-fanout-uplink-slowest",
+            "x single pull",
+            False,
+            f"cold-fanout-slowest over the {UPLINK_MB_S} MB/s uplink: {clients} clients at "
+            f"once pull the same uncached {blob.size // MIB} MiB blob; the slowest one's time "
+            "over one cold pull alone through the same link (distribution's proxy: one round)",
+        )
+        url_path = f"/v2/{REPO}/blobs/{blob.digest}"
+        for index in range(self.rounds):
+            # distribution's proxy fetches nearly one copy per client through
+            # the link (50 x the blob): one round of it keeps the run short.
+            systems = (
+                rotated(["regcache", "distribution-proxy"], index) if index == 0 else ["regcache"]
+            )
+            for system in systems:
+                server, port = self._cold_system(system, f"upsingle{index}", uplink_port)
+                try:
+                    ((_, single, _),) = curl_times([], f"http://{HOST}:{port}{url_path}", 1)
+                finally:
+                    self._cold_done(server, f"upsingle{index}")
+                server, port = self._cold_system(system, f"upfan{index}", uplink_port)
+                try:
+                    times, _ = self._fan_out(
+                        system, f"http://{HOST}:{port}{url_path}", blob, clients, index == 0
+                    )
+                finally:
+                    self._cold_done(server, f"upfan{index}")
+                slowest.add(system, max(times) / single)
+        self.scenarios.append(slowest)
 
     # adapters -------------------------------------------------------------
 
@@ -1200,10 +1301,16 @@ class Bench:
             ("warm-manifest", self.warm_manifest),
             ("cold-blob", self.cold_blob),
             ("cold-fanout", self.cold_fanout),
+            ("cold-uplink", self.cold_uplink),
             ("adapters-warm-blob", self.adapters_warm_blob),
         ]
         for name, step in steps:
-            if self.wanted(name) or (name == "cold-fanout" and self.wanted("memory")):
+            if (
+                self.wanted(name)
+                or (name == "cold-fanout" and self.wanted("memory"))
+                or (name == "cold-uplink" and self.wanted("cold-blob-uplink"))
+                or (name == "cold-uplink" and self.wanted("cold-fanout-uplink"))
+            ):
                 log(f"{name}")
                 started = time.monotonic()
                 step()
