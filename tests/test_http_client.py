@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import functools
+import itertools
+import random
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -21,6 +23,8 @@ from hypothesis import strategies as st
 from regcache import __version__
 from regcache.core._errors import LocalProtocolError, RegcacheError
 from regcache.engine._http import (
+    RAW_BODY_CHUNK,
+    RAW_BODY_THRESHOLD,
     RECEIVE_CHUNK_BYTES,
     HttpClient,
     Origin,
@@ -583,6 +587,36 @@ async def test_read_all_limit() -> None:
                     await response.read_all(999)
             async with await http.request("GET", server.url(path)) as response:
                 assert await response.read_all(1000) == b"x" * 1000
+
+
+async def test_a_large_body_read_around_h11_arrives_intact(client: HttpClient) -> None:
+    # Bodies from RAW_BODY_THRESHOLD up are read around h11, over plain TCP
+    # into one reused buffer: each piece is a view, good until the next read.
+    body = random.Random(7).randbytes(3 * RAW_BODY_THRESHOLD + 12345)
+
+    async def handler(conn: ServerConn, request: h11.Request, _: bytes) -> None:
+        await conn.send(h11.Response(status_code=200, headers=[("Content-Length", str(len(body)))]))
+        # Uneven pieces, so reads end anywhere.
+        view, position = memoryview(body), 0
+        for size in itertools.cycle((1, 70_000, RAW_BODY_CHUNK + 3, 333_333)):
+            if position >= len(body):
+                break
+            await conn.send(h11.Data(data=bytes(view[position : position + size])))
+            position += size
+        await conn.send(h11.EndOfMessage())
+
+    async with serve(handler) as server:
+        async with await client.request("GET", server.url()) as response:
+            assert await response.read_all(len(body)) == body
+        received = bytearray()
+        kinds = set()
+        async with await client.request("GET", server.url()) as response:
+            while chunk := await response.read_chunk():
+                assert len(chunk) <= RAW_BODY_CHUNK
+                kinds.add(type(chunk))
+                received += chunk
+        assert received == body
+        assert memoryview in kinds
 
 
 @pytest.mark.parametrize("framing", ["sized", "chunked"])
