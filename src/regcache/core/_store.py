@@ -138,11 +138,10 @@ class BlobWriter(Protocol):
     """A verified write of one blob, from :meth:`BlobStore.begin_write`.
 
     The owner calls :meth:`write`, then (optionally :meth:`verify`, then)
-    :meth:`commit` or :meth:`abort`; these
-    are not called concurrently with each other. :meth:`open_partial` and
-    :attr:`bytes_written` may be used from any thread at any time, so readers
-    can follow the download. Used as a context manager, the writer is aborted
-    on exit unless it was committed.
+    :meth:`commit` or :meth:`abort`; these are not called concurrently with
+    each other. :meth:`open_partial` and :attr:`bytes_written` may be used
+    from any thread at any time, so readers can follow the download. Used as
+    a context manager, the writer is aborted on exit unless it was committed.
     """
 
     @property

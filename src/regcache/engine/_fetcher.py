@@ -4,9 +4,9 @@ One upstream fetch per blob digest at a time. The fetch writes into a partial
 file in the store; every client asking for that blob meanwhile follows the
 partial file, reading what has been written so far and then waiting for more.
 The last byte is held back from every follower until the digest is verified:
-a client never receives a complete response whose
-content does not match its digest. On failure the followers' connections are
-cut short instead.
+a client never receives a complete response whose content does not match its
+digest. On failure the followers' connections are cut short instead. The
+commit that makes the blob durable runs after the followers are released.
 
 The fetch runs in the engine's own nursery, not in a request's, so a client
 that disconnects does not stop it for the others (nor for the cache).
