@@ -209,7 +209,9 @@ def _on_signal(signum: int, _frame: object) -> None:
 # -- the systems -----------------------------------------------------------------
 
 
-def registry_config(root: Path, port: int, remote: str | None = None) -> str:
+def registry_config(
+    root: Path, port: int, remote: str | None = None, tls: tuple[Path, Path] | None = None
+) -> str:
     lines = [
         "version: 0.1",
         "log:",
@@ -227,25 +229,41 @@ def registry_config(root: Path, port: int, remote: str | None = None) -> str:
         f"  addr: {json.dumps(f'{HOST}:{port}')}",
         '  secret: "bench"',
     ]
+    if tls:
+        cert, key = tls
+        lines += [
+            "  tls:",
+            f"    certificate: {json.dumps(str(cert))}",
+            f"    key: {json.dumps(str(key))}",
+        ]
     if remote:
         lines += ["proxy:", f"  remoteurl: {json.dumps(remote)}"]
     return "\n".join(lines) + "\n"
 
 
 def start_registry(
-    name: str, work: Path, data: Path, cpu: str, remote: str | None = None
+    name: str,
+    work: Path,
+    data: Path,
+    cpu: str,
+    remote: str | None = None,
+    tls: tuple[Path, Path] | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[Server, int]:
     port = free_port()
     config = work / f"{name}.yml"
-    config.write_text(registry_config(data, port, remote))
+    config.write_text(registry_config(data, port, remote, tls))
     server = Server(
-        name, pin(cpu, [REGISTRY_BIN, "serve", str(config)]), work / f"{name}.log"
+        name, pin(cpu, [REGISTRY_BIN, "serve", str(config)]), work / f"{name}.log", env=env
     ).start()
     wait_http(port)
     return server, port
 
 
-def start_regcache(work: Path, name: str, upstream_port: int) -> tuple[Server, int, int]:
+def start_regcache(
+    work: Path, name: str, upstream_port: int, ca_file: Path | None = None
+) -> tuple[Server, int, int]:
+    """regcache with the upstream at ``upstream_port``: HTTPS trusting ``ca_file`` if given."""
     directory = work / name
     directory.mkdir(parents=True, exist_ok=True)
     mirror, proxy = free_port(), free_port()
@@ -259,7 +277,8 @@ def start_regcache(work: Path, name: str, upstream_port: int) -> tuple[Server, i
                 "[cache]",
                 'tag_ttl = "1h"',
                 f'[registries."{REGISTRY_NAME}"]',
-                f'url = "http://{HOST}:{upstream_port}"',
+                f'url = "{"https" if ca_file else "http"}://{HOST}:{upstream_port}"',
+                *([f"ca_file = {json.dumps(str(ca_file))}"] if ca_file else []),
             ]
         )
         + "\n"
@@ -381,7 +400,7 @@ def start_nginx(work: Path, www: Path) -> tuple[Server, int, int, Path]:
     ca_key, ca_pem = work / "nginx-ca-key.pem", work / "nginx-ca.pem"
     key, csr, cert = work / "nginx-key.pem", work / "nginx.csr", work / "nginx-cert.pem"
     ext = work / "nginx-ext.cnf"
-    ext.write_text(f"subjectAltName=DNS:{REGISTRY_NAME}\n")
+    ext.write_text(f"subjectAltName=DNS:{REGISTRY_NAME},IP:{HOST}\n")
     quiet: dict[str, Any] = {"check": True, "capture_output": True}
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     subprocess.run(
@@ -977,20 +996,22 @@ class Bench:
     # cold -----------------------------------------------------------------
 
     def _cold_system(
-        self, system: str, tag: str, origin_port: int | None = None
+        self, system: str, tag: str, origin_port: int | None = None, tls: bool = False
     ) -> tuple[Server | None, int]:
         """A fresh cold cache for ``system``: (server or None for direct, port).
 
         ``origin_port``: where the upstream is reached (default: directly;
-        the uplink scenarios pass the shaper's port).
+        the uplink scenarios pass the shaper's port); ``tls``: it speaks
+        HTTPS with the bench CA's leaf.
         """
         origin_port = origin_port or self.origin_port
         if system == "direct":
             return None, origin_port
+        ca_file = self.nginx_ca if tls else None
         if system == "regcache":
             name = f"regcache-cold-{tag}"
             shutil.rmtree(self.work / name, ignore_errors=True)
-            server, port, _ = start_regcache(self.work, name, origin_port)
+            server, port, _ = start_regcache(self.work, name, origin_port, ca_file)
             return server, port
         data = self.work / f"proxy-{tag}"
         shutil.rmtree(data, ignore_errors=True)
@@ -999,7 +1020,9 @@ class Bench:
             self.work,
             data,
             SERVER_CPU,
-            remote=f"http://{HOST}:{origin_port}",
+            remote=f"{'https' if tls else 'http'}://{HOST}:{origin_port}",
+            # Go reads extra roots from SSL_CERT_FILE.
+            env={"SSL_CERT_FILE": str(ca_file)} if ca_file else None,
         )
         return server, port
 
@@ -1048,6 +1071,53 @@ class Bench:
                 sc.add(system, size / total / MB, None if cpu is None else cpu / (size / GIB))
                 ttfb.add(system, first * 1000)
         self.scenarios += [sc, ttfb]
+
+    def cold_blob_tls_upstream(self) -> None:
+        """cold-blob with an HTTPS upstream, as every public registry is."""
+        work = self.work
+        origin, origin_port = start_registry(
+            "origin-tls",
+            work,
+            self.origin_data,
+            CLIENT_CPU,
+            tls=(work / "nginx-cert.pem", work / "nginx-key.pem"),
+        )
+        sc = Scenario(
+            "cold-blob-tls-upstream",
+            "MB/s",
+            True,
+            f"cold-blob from an HTTPS upstream: one client pulls the uncached "
+            f"{self.big_size // MIB} MiB blob, the upstream docker-registry serving the same "
+            "storage over TLS (ECDSA P-256 leaf); directly means curl over HTTPS",
+        )
+        systems = ["regcache", "direct", "distribution-proxy"]
+        path = f"/v2/{REPO}/blobs/{self.big.digest}"
+
+        def url(system: str, port: int) -> tuple[list[str], str]:
+            if system == "direct":
+                return ["--cacert", str(self.nginx_ca)], f"https://{HOST}:{port}{path}"
+            return [], f"http://{HOST}:{port}{path}"
+
+        try:
+            for system in systems:  # checked, untimed
+                server, port = self._cold_system(system, "check", origin_port, tls=True)
+                args, target = url(system, port)
+                curl_check([*args, target], self.big.digest, f"{system} {sc.name}")
+                self._cold_done(server, "check")
+            for index in range(self.rounds):
+                for system in rotated(systems, index):
+                    server, port = self._cold_system(system, f"tls{index}", origin_port, tls=True)
+                    try:
+                        cpu_before = server.cpu_seconds() if server else 0.0
+                        args, target = url(system, port)
+                        ((size, total, _),) = curl_times(args, target, 1)
+                        cpu = (server.cpu_seconds() - cpu_before) if server else None
+                    finally:
+                        self._cold_done(server, f"tls{index}")
+                    sc.add(system, size / total / MB, None if cpu is None else cpu / (size / GIB))
+        finally:
+            origin.stop()
+        self.scenarios.append(sc)
 
     def _origin_blob_bytes(self, offset: int, digest: str) -> int:
         text = (self.work / "origin.log").read_bytes()[offset:].decode(errors="replace")
@@ -1300,6 +1370,7 @@ class Bench:
             ("warm-blob-fanout-tls", self.warm_blob_fanout_tls),
             ("warm-manifest", self.warm_manifest),
             ("cold-blob", self.cold_blob),
+            ("cold-blob-tls-upstream", self.cold_blob_tls_upstream),
             ("cold-fanout", self.cold_fanout),
             ("cold-uplink", self.cold_uplink),
             ("adapters-warm-blob", self.adapters_warm_blob),
