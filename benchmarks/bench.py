@@ -1048,29 +1048,48 @@ class Bench:
             False,
             "time to the first body byte of the cold pull above",
         )
+        self._cold_pulls(sc, self.big, "", ttfb=ttfb)
+        self.scenarios += [sc, ttfb]
+
+    def _cold_pulls(
+        self,
+        sc: Scenario,
+        blob: Blob,
+        tag: str,
+        origin_port: int | None = None,
+        tls: bool = False,
+        ttfb: Scenario | None = None,
+    ) -> None:
+        """One cold pull of ``blob`` per system and round: regcache, direct, distribution's proxy.
+
+        Each system is checked once (untimed) first; MB/s and server CPU per
+        GiB go to ``sc``, the time to the first byte to ``ttfb``.
+        """
         systems = ["regcache", "direct", "distribution-proxy"]
+        path = f"/v2/{REPO}/blobs/{blob.digest}"
+
+        def curl_args(system: str, port: int) -> list[str]:
+            if system == "direct" and tls:
+                return ["--cacert", str(self.nginx_ca), f"https://{HOST}:{port}{path}"]
+            return [f"http://{HOST}:{port}{path}"]
+
         for system in systems:  # checked, untimed
-            server, port = self._cold_system(system, "check")
-            curl_check(
-                [f"http://{HOST}:{port}/v2/{REPO}/blobs/{self.big.digest}"],
-                self.big.digest,
-                f"{system} {sc.name}",
-            )
-            self._cold_done(server, "check")
+            server, port = self._cold_system(system, f"{tag}check", origin_port, tls)
+            curl_check(curl_args(system, port), blob.digest, f"{system} {sc.name}")
+            self._cold_done(server, f"{tag}check")
         for index in range(self.rounds):
             for system in rotated(systems, index):
-                server, port = self._cold_system(system, str(index))
+                server, port = self._cold_system(system, f"{tag}{index}", origin_port, tls)
                 try:
                     cpu_before = server.cpu_seconds() if server else 0.0
-                    ((size, total, first),) = curl_times(
-                        [], f"http://{HOST}:{port}/v2/{REPO}/blobs/{self.big.digest}", 1
-                    )
+                    *args, url = curl_args(system, port)
+                    ((size, total, first),) = curl_times(args, url, 1)
                     cpu = (server.cpu_seconds() - cpu_before) if server else None
                 finally:
-                    self._cold_done(server, str(index))
+                    self._cold_done(server, f"{tag}{index}")
                 sc.add(system, size / total / MB, None if cpu is None else cpu / (size / GIB))
-                ttfb.add(system, first * 1000)
-        self.scenarios += [sc, ttfb]
+                if ttfb is not None:
+                    ttfb.add(system, first * 1000)
 
     def cold_blob_tls_upstream(self) -> None:
         """cold-blob with an HTTPS upstream, as every public registry is."""
@@ -1090,31 +1109,8 @@ class Bench:
             f"{self.big_size // MIB} MiB blob, the upstream docker-registry serving the same "
             "storage over TLS (ECDSA P-256 leaf); directly means curl over HTTPS",
         )
-        systems = ["regcache", "direct", "distribution-proxy"]
-        path = f"/v2/{REPO}/blobs/{self.big.digest}"
-
-        def url(system: str, port: int) -> tuple[list[str], str]:
-            if system == "direct":
-                return ["--cacert", str(self.nginx_ca)], f"https://{HOST}:{port}{path}"
-            return [], f"http://{HOST}:{port}{path}"
-
         try:
-            for system in systems:  # checked, untimed
-                server, port = self._cold_system(system, "check", origin_port, tls=True)
-                args, target = url(system, port)
-                curl_check([*args, target], self.big.digest, f"{system} {sc.name}")
-                self._cold_done(server, "check")
-            for index in range(self.rounds):
-                for system in rotated(systems, index):
-                    server, port = self._cold_system(system, f"tls{index}", origin_port, tls=True)
-                    try:
-                        cpu_before = server.cpu_seconds() if server else 0.0
-                        args, target = url(system, port)
-                        ((size, total, _),) = curl_times(args, target, 1)
-                        cpu = (server.cpu_seconds() - cpu_before) if server else None
-                    finally:
-                        self._cold_done(server, f"tls{index}")
-                    sc.add(system, size / total / MB, None if cpu is None else cpu / (size / GIB))
+            self._cold_pulls(sc, self.big, "tls", origin_port, tls=True)
         finally:
             origin.stop()
         self.scenarios.append(sc)
@@ -1261,20 +1257,7 @@ class Bench:
             f"{blob.size // MIB} MiB blob, the upstream reached through a relay that carries "
             "its answers at that rate (benchmarks/shaper.py)",
         )
-        systems = ["regcache", "direct", "distribution-proxy"]
-        url_path = f"/v2/{REPO}/blobs/{blob.digest}"
-        for system in systems:  # checked, untimed
-            server, port = self._cold_system(system, "check", uplink_port)
-            curl_check([f"http://{HOST}:{port}{url_path}"], blob.digest, f"{system} {sc.name}")
-            self._cold_done(server, "check")
-        for index in range(self.rounds):
-            for system in rotated(systems, index):
-                server, port = self._cold_system(system, f"up{index}", uplink_port)
-                try:
-                    ((size, total, _),) = curl_times([], f"http://{HOST}:{port}{url_path}", 1)
-                finally:
-                    self._cold_done(server, f"up{index}")
-                sc.add(system, size / total / MB)
+        self._cold_pulls(sc, blob, "up", uplink_port)
         self.scenarios.append(sc)
 
     def _cold_uplink_fanout(self, uplink_port: int) -> None:
